@@ -1,0 +1,5 @@
+import sys
+
+from hpcasync.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""The Transport interface: the only way an algorithm talks to other agents (DESIGN §3).
+
+Algorithms are generators. Non-blocking calls (``push_model``, ``latest``,
+``push_delta``, ``drain_into``, ``send_small``, ``poll_small``) are plain
+method calls. Blocking calls (computing a gradient, collectives, pairwise
+averaging) are generator methods used with ``yield from``::
+
+    g = yield from t.gradient(x)
+    xbar = yield from t.allreduce_mean(x)
+
+Each blocking call yields one :class:`Op` to the engine driving the
+generator and returns what the engine sends back. The simulator turns an op
+into events on its virtual clock; the MPI engine performs it at once. So the
+same algorithm code runs on both engines, and an algorithm never imports MPI
+or the event queue.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Op:
+    """A blocking request from an algorithm to its engine."""
+
+
+@dataclass
+class Compute(Op):
+    """Compute a stochastic gradient of f_i at ``x`` (x must not change meanwhile).
+
+    The engine answers with the gradient (an array the algorithm may keep until
+    its next ``Compute``) after the computation delay.
+    """
+
+    x: np.ndarray
+
+
+@dataclass
+class AllreduceMean(Op):
+    """Blocking mean of ``v`` over all agents; the answer is a fresh array."""
+
+    v: np.ndarray
+
+
+@dataclass
+class NeighborExchange(Op):
+    """Blocking exchange with in-neighbours: send ``v``, receive every in-neighbour's ``v``
+    of the same round, as a ``(degree, d)`` array ordered like ``Transport.in_neighbors``."""
+
+    v: np.ndarray
+
+
+@dataclass
+class Barrier(Op):
+    """Wait until every agent reached the same barrier."""
+
+
+@dataclass
+class PairAverage(Op):
+    """Atomically set x_i, x_j ← (x_i + x_j)/2 with neighbour ``peer`` (AD-PSGD).
+
+    ``v`` is updated in place; the engine blocks both endpoints for the exchange."""
+
+    peer: int
+    v: np.ndarray
+
+
+OpGenerator = Generator[Op, Any, Any]
+
+
+class Transport(abc.ABC):
+    """One agent's view of the network.
+
+    ``rank`` is this agent, ``n`` the number of agents, ``in_neighbors`` the
+    agents whose models/deltas arrive here and ``out_neighbors`` those this
+    agent sends to (equal on undirected graphs). Every transport counts
+    ``bytes_sent`` and ``messages_sent``.
+    """
+
+    rank: int
+    n: int
+    in_neighbors: list[int]
+    out_neighbors: list[int]
+    bytes_sent: int
+    messages_sent: int
+
+    # -- blocking calls: generators, use with ``yield from`` ---------------------------------
+    def gradient(self, x: np.ndarray) -> Generator[Op, Any, np.ndarray]:
+        """g ← ∇f_i(x; ξ), taking the computation delay."""
+        return (yield Compute(x))
+
+    def allreduce_mean(self, v: np.ndarray) -> Generator[Op, Any, np.ndarray]:
+        """mean_i v_i over all agents (AllReduce SGD)."""
+        return (yield AllreduceMean(v))
+
+    def neighbor_exchange(self, v: np.ndarray) -> Generator[Op, Any, np.ndarray]:
+        """Round-synchronous exchange with in-neighbours (DSGD)."""
+        return (yield NeighborExchange(v))
+
+    def barrier(self) -> Generator[Op, Any, None]:
+        yield Barrier()
+
+    def pair_average(self, peer: int, v: np.ndarray) -> Generator[Op, Any, None]:
+        """Atomic pairwise average with ``peer`` (AD-PSGD); ``v`` is updated in place."""
+        yield PairAverage(peer, v)
+
+    # -- non-blocking calls -----------------------------------------------------------------
+    @abc.abstractmethod
+    def push_model(self, v: np.ndarray) -> None:
+        """Make a copy of ``v`` the latest model of this agent as seen by every out-neighbour."""
+
+    @abc.abstractmethod
+    def latest_models(self) -> np.ndarray:
+        """The newest complete model from each in-neighbour, ``(degree, d)``, rows ordered
+        like ``in_neighbors``. Read-only for the caller; valid until the next call."""
+
+    def latest(self, j: int) -> np.ndarray:
+        """The newest complete model received from in-neighbour ``j``."""
+        return self.latest_models()[self.in_neighbors.index(j)]
+
+    @abc.abstractmethod
+    def push_delta(self, j: int, delta: np.ndarray, scale: float = 1.0) -> None:
+        """Add ``scale · delta`` into out-neighbour ``j``'s accumulator (deltas commute)."""
+
+    @abc.abstractmethod
+    def drain_into(self, s: np.ndarray) -> None:
+        """s ← s + (everything accumulated here), and zero the accumulator, atomically."""
+
+    def send_small(self, j: int, obj: Any) -> None:
+        """Send a small control message to agent ``j`` (delayed delivery)."""
+        raise NotImplementedError(f"{type(self).__name__} has no control channel")
+
+    def poll_small(self) -> list[tuple[int, Any]]:
+        """All control messages that arrived, as ``(source, obj)`` pairs."""
+        raise NotImplementedError(f"{type(self).__name__} has no control channel")

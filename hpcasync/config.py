@@ -1,0 +1,279 @@
+"""Run configuration: TOML → validated dataclasses.
+
+A config file has the sections below; every field has a default so a config
+only states what differs. ``--set section.field=value`` overrides parse the
+value as TOML (``--set algorithm.alpha=0.02``, ``--set topology.shape=[3,3]``).
+
+Validation names the offending field and what was expected, and raises
+:class:`~hpcasync.errors.UserError` (one line, exit status 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hpcasync.errors import UserError, require
+
+ALGORITHMS = ("adsgd", "adsgd-delta", "dsgd", "allreduce", "adpsgd", "rfast")
+TOPOLOGIES = ("ring", "grid", "torus", "complete", "star", "exponential", "hypercube", "random", "custom")
+WEIGHTS = ("metropolis", "max-degree")
+DATASETS = ("digits", "mnist", "cifar10", "least-squares", "quadratic")
+PROBLEMS = ("softmax", "least-squares", "quadratic")
+PARTITIONS = ("iid", "heterogeneity", "k-classes", "dirichlet")
+DELAY_MODELS = ("none", "constant", "case", "random-stragglers")
+COMPUTE_DISTS = ("gamma", "exponential", "constant")
+COMM_DISTS = ("lognormal", "exponential", "constant")
+SCHEDULES = ("constant", "exponential")
+
+
+@dataclass
+class RunSection:
+    name: str = "run"
+    seed: int = 0
+    out: str = "runs"
+
+
+@dataclass
+class AlgorithmSection:
+    name: str = "adsgd"
+    alpha: float = 0.01
+    beta: float = 1.0
+    batch_size: int = 32
+    schedule: str = "constant"  # constant | exponential: alpha_k = alpha * decay**k
+    decay: float = 1.0
+    # rfast: divide alpha by n (seed 000 "identical effective step size")
+    scale_alpha_by_n: bool = True
+
+
+@dataclass
+class TopologySection:
+    name: str = "grid"
+    n: int = 9
+    shape: list[int] = field(default_factory=list)  # grid/torus rows, cols; empty = as square as possible
+    weights: str = "metropolis"
+    matrix: str = ""  # custom: path to a .npy or whitespace text file holding W
+    degree: int = 3  # random graph: expected degree
+    seed: int = 0  # random graph
+
+
+@dataclass
+class DataSection:
+    name: str = "digits"
+    dir: str = ""  # mnist / cifar10 directory
+    partition: str = "iid"
+    rho: float = 0.0  # heterogeneity (seed 000)
+    classes_per_agent: int = 2  # k-classes (seed 002)
+    dirichlet_alpha: float = 0.5
+    test_fraction: float = 0.2  # digits: held-out share
+    samples: int = 10000  # synthetic problems
+    dim: int = 400  # synthetic problems
+    noise: float = 0.1
+
+
+@dataclass
+class ProblemSection:
+    name: str = "softmax"
+    lam: float = 1e-4  # non-convex regulariser weight λ (seed 000)
+
+
+@dataclass
+class DelaySection:
+    model: str = "case"
+    case: int = 1  # seed 000 cases 1–5
+    straggler: int = 0  # which agent straggles in cases 3–5
+    slowdown: float = 10.0  # "10×" in the cases table
+    compute_mean: float = 1.0
+    comm_mean: float = 1.0
+    slow_comm_mean: float = 10.0  # case 2 (VGG uses 2)
+    compute_dist: str = "gamma"
+    compute_shape: float = 10.0
+    comm_dist: str = "lognormal"
+    comm_cv: float = 1.0
+    p: float = 0.1  # random-stragglers: probability per iteration (seed 002)
+    s: float = 10.0  # random-stragglers: slowdown
+
+
+@dataclass
+class BudgetSection:
+    time: float = 300.0  # virtual time units (sim) or wall seconds (mpi)
+    gradients: int = 0  # total gradients over all agents; 0 = no limit
+
+
+@dataclass
+class EvalSection:
+    interval: float = 5.0  # virtual time units (sim) or wall seconds (mpi)
+    log_every: int = 1  # record every k-th update per agent
+    target_accuracy: float = 0.9
+
+
+@dataclass
+class MpiSection:
+    time_unit: float = 0.01  # seconds per delay unit
+    monitor: bool = True
+    launcher: str = "mpiexec"  # mpiexec | srun
+    flush_interval: float = 2.0  # seconds between HDF5 flushes
+
+
+@dataclass
+class Config:
+    run: RunSection = field(default_factory=RunSection)
+    algorithm: AlgorithmSection = field(default_factory=AlgorithmSection)
+    topology: TopologySection = field(default_factory=TopologySection)
+    data: DataSection = field(default_factory=DataSection)
+    problem: ProblemSection = field(default_factory=ProblemSection)
+    delays: DelaySection = field(default_factory=DelaySection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    mpi: MpiSection = field(default_factory=MpiSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+
+def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
+    where = f"{section}.{name}"
+    if isinstance(default, bool):
+        require(isinstance(value, bool), f"config field {where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        require(isinstance(value, int) and not isinstance(value, bool),
+                f"config field {where}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        require(isinstance(value, int | float) and not isinstance(value, bool),
+                f"config field {where}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        require(isinstance(value, str), f"config field {where}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        require(isinstance(value, list), f"config field {where}: expected a list, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a :class:`Config` from nested dicts, rejecting unknown sections and fields."""
+    cfg = Config()
+    for section, values in raw.items():
+        require(hasattr(cfg, section),
+                f"{source}: unknown section [{section}]; expected one of "
+                f"{', '.join(f.name for f in fields(Config))}")
+        require(isinstance(values, dict), f"{source}: [{section}] must be a table")
+        sec = getattr(cfg, section)
+        known = {f.name: f for f in fields(sec)}
+        for name, value in values.items():
+            require(name in known,
+                    f"{source}: unknown field {section}.{name}; expected one of {', '.join(known)}")
+            setattr(sec, name, _coerce(section, name, value, getattr(sec, name)))
+    validate(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.field=value``; the value is TOML (bare words are strings)."""
+    require("=" in text and "." in text.split("=", 1)[0],
+            f"--set {text!r}: expected section.field=value")
+    key, value = text.split("=", 1)
+    section, name = key.strip().split(".", 1)
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return section, name, parsed
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config, apply ``--set`` overrides, validate."""
+    p = Path(path)
+    require(p.is_file(), f"config file {p}: not found")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {p}: not valid TOML ({exc})") from None
+    for text in overrides or []:
+        section, name, value = parse_override(text)
+        raw.setdefault(section, {})[name] = value
+    return from_dict(raw, source=str(p))
+
+
+def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
+    require(value in allowed, f"config field {where}: unknown name {value!r}; expected one of {', '.join(allowed)}")
+
+
+def validate(cfg: Config) -> None:
+    """Field-level checks that need no data or graph (those happen where the object is built)."""
+    a, t, d, dl = cfg.algorithm, cfg.topology, cfg.data, cfg.delays
+    _one_of(a.name, ALGORITHMS, "algorithm.name")
+    require(a.alpha > 0, f"config field algorithm.alpha: expected a step size > 0, got {a.alpha}")
+    require(0 < a.beta <= 1, f"config field algorithm.beta: expected 0 < beta <= 1, got {a.beta}")
+    require(a.batch_size >= 1, f"config field algorithm.batch_size: expected >= 1, got {a.batch_size}")
+    _one_of(a.schedule, SCHEDULES, "algorithm.schedule")
+    require(0 < a.decay <= 1, f"config field algorithm.decay: expected 0 < decay <= 1, got {a.decay}")
+    _one_of(t.name, TOPOLOGIES, "topology.name")
+    _one_of(t.weights, WEIGHTS, "topology.weights")
+    require(t.n >= 1, f"config field topology.n: expected >= 1 agents, got {t.n}")
+    if t.shape:
+        require(len(t.shape) == 2 and all(isinstance(s, int) and s >= 1 for s in t.shape),
+                f"config field topology.shape: expected [rows, cols] of positive integers, got {t.shape}")
+        require(t.shape[0] * t.shape[1] == t.n,
+                f"config field topology.shape: {t.shape[0]}x{t.shape[1]} grid has {t.shape[0] * t.shape[1]} "
+                f"nodes but topology.n = {t.n}")
+    if t.name == "custom":
+        require(bool(t.matrix), "config field topology.matrix: a custom topology needs the path of W")
+    _one_of(d.name, DATASETS, "data.name")
+    _one_of(cfg.problem.name, PROBLEMS, "problem.name")
+    _one_of(d.partition, PARTITIONS, "data.partition")
+    require(0 <= d.rho <= 1, f"config field data.rho: expected 0 <= rho <= 1, got {d.rho}")
+    require(0 < d.test_fraction < 1, f"config field data.test_fraction: expected in (0, 1), got {d.test_fraction}")
+    if d.name in ("mnist", "cifar10"):
+        require(bool(d.dir), f"config field data.dir: dataset {d.name!r} needs a local directory")
+    _one_of(dl.model, DELAY_MODELS, "delays.model")
+    _one_of(dl.compute_dist, COMPUTE_DISTS, "delays.compute_dist")
+    _one_of(dl.comm_dist, COMM_DISTS, "delays.comm_dist")
+    require(dl.case in (1, 2, 3, 4, 5), f"config field delays.case: expected 1..5, got {dl.case}")
+    for name in ("compute_mean", "comm_mean", "slow_comm_mean", "slowdown", "compute_shape", "s"):
+        value = getattr(dl, name)
+        require(value > 0, f"config field delays.{name}: expected a mean/factor > 0, got {value}")
+    require(dl.comm_cv >= 0, f"config field delays.comm_cv: expected >= 0, got {dl.comm_cv}")
+    require(0 <= dl.p <= 1, f"config field delays.p: expected a probability in [0, 1], got {dl.p}")
+    require(0 <= dl.straggler < t.n,
+            f"config field delays.straggler: expected an agent in 0..{t.n - 1}, got {dl.straggler}")
+    require(cfg.budget.time > 0 or cfg.budget.gradients > 0,
+            "config section [budget]: a budget of zero; set budget.time > 0 or budget.gradients > 0")
+    require(cfg.budget.time >= 0, f"config field budget.time: expected >= 0, got {cfg.budget.time}")
+    require(cfg.budget.gradients >= 0, f"config field budget.gradients: expected >= 0, got {cfg.budget.gradients}")
+    require(cfg.eval.interval > 0, f"config field eval.interval: expected > 0, got {cfg.eval.interval}")
+    require(cfg.eval.log_every >= 1, f"config field eval.log_every: expected >= 1, got {cfg.eval.log_every}")
+    require(cfg.mpi.time_unit > 0, f"config field mpi.time_unit: expected > 0 seconds, got {cfg.mpi.time_unit}")
+    _one_of(cfg.mpi.launcher, ("mpiexec", "srun"), "mpi.launcher")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write nested dicts of scalars and lists as TOML (the standard library only reads it)."""
+    lines: list[str] = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
