@@ -1,0 +1,37 @@
+"""Synchronous decentralized SGD (DSGD), the baseline of seed 000 §5.
+
+Round k waits for every neighbour's round-k model::
+
+    x_i^{k+1} = Σ_j w_ij·x_j^k − α·∇f_i(x_i^k; ξ)
+
+It is ADSGD's update (β = 1) with fresh instead of latest models, so with zero
+delays and equal computation times the two produce the same iterates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcasync.algorithms.base import AgentSetup, Algorithm, register
+from hpcasync.algorithms.transport import OpGenerator, Transport
+from hpcasync.kernels import adsgd_step
+
+
+@register
+class DSGD(Algorithm):
+    name = "dsgd"
+    synchronous = True
+    payload = "none"
+    memory_models = "deg + 2"
+
+    def __init__(self, setup: AgentSetup) -> None:
+        super().__init__(setup)
+        self.w_self = setup.weights[setup.rank]
+
+    def run(self, t: Transport) -> OpGenerator:
+        w_nbrs = np.array([self.setup.weights[j] for j in t.in_neighbors], dtype=np.float64)
+        while True:
+            g = yield from t.gradient(self.x)
+            nbrs = yield from t.neighbor_exchange(self.x)
+            adsgd_step(self.x, g, nbrs, w_nbrs, self.w_self, self.alpha(), 1.0)
+            self.iteration += 1

@@ -1,0 +1,43 @@
+"""``hpcasync simulate CONFIG``: run an experiment in the discrete-event simulator."""
+
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from hpcasync.cli.common import add_config_args, load_config, output_dir
+from hpcasync.engines.sim.runner import simulate
+from hpcasync.results.analysis import time_to_target
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("simulate", help="run a config in the discrete-event simulator",
+                       description=__doc__)
+    add_config_args(p)
+    p.add_argument("--out", help="run directory (default: run.out/run.name from the config)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    out = output_dir(cfg, args.out)
+    total = cfg.budget.time if cfg.budget.time > 0 else None
+    with tqdm(total=total, desc=f"{cfg.run.name} [{cfg.algorithm.name}]", unit="t", disable=args.quiet,
+              leave=False, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} time units [{elapsed}<{remaining}]",
+              ) as bar:
+        def progress(now: float) -> None:
+            bar.update(now - bar.n)
+
+        sim = simulate(cfg, out, progress=progress)
+    last = sim.evaluations[-1] if sim.evaluations else {}
+    times = [e["virtual_time"] for e in sim.evaluations]
+    accs = [e.get("test_accuracy", float("nan")) for e in sim.evaluations]
+    ttt = time_to_target(times, accs, cfg.eval.target_accuracy)
+    reached = f"{ttt:.1f}" if ttt is not None else "not reached"
+    print(f"{cfg.run.name}: {cfg.algorithm.name} t={sim.now:.1f} gradients={sim.gradients} "
+          f"train_loss={last.get('train_loss', float('nan')):.4f} "
+          f"test_acc={last.get('test_accuracy', float('nan')):.4f} "
+          f"time_to_{cfg.eval.target_accuracy:g}={reached} -> {out}")
+    return 0

@@ -1,0 +1,131 @@
+"""Computation and communication delay models (DESIGN §6), shared by both engines.
+
+The simulator advances its virtual clock by these samples; the MPI engine
+stretches real computation to ``max(real, sample × time_unit)`` and releases
+outgoing messages at their sampled times.
+
+Seed 000's five cases (means in time units, "slow" = ``slowdown`` × the mean):
+
+====  ===================  =====================
+case  computation          communication
+====  ===================  =====================
+1     all 1                all 1
+2     all 1                all ``slow_comm_mean``
+3     straggler slow       all 1
+4     all 1                straggler slow
+5     straggler slow       straggler slow
+====  ===================  =====================
+
+Computation ~ Gamma(shape k) scaled to its mean; communication ~ log-normal
+with coefficient of variation ``comm_cv`` (σ² = ln(1+cv²), μ = ln m − σ²/2),
+so the mean is controlled and communication has the larger variance.
+Seed 002's random stragglers multiply an iteration's computation by ``s``
+with probability ``p``. Every agent draws from its own two streams
+(computation, communication) seeded by (seed, agent), so a run is repeatable
+and two algorithms fed the same events see the same delays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpcasync.config import DelaySection
+
+Sampler = Callable[[np.random.Generator], float]
+
+
+def make_sampler(dist: str, mean: float, *, shape: float = 10.0, cv: float = 1.0) -> Sampler:
+    """A sampler with the given mean: gamma(shape), log-normal(cv), exponential or constant."""
+    if mean == 0.0 or dist == "constant":
+        return lambda rng: mean
+    if dist == "gamma":
+        scale = mean / shape
+        return lambda rng: float(rng.gamma(shape, scale))
+    if dist == "lognormal":
+        if cv == 0.0:
+            return lambda rng: mean
+        sigma = math.sqrt(math.log1p(cv * cv))
+        mu = math.log(mean) - 0.5 * sigma * sigma
+        return lambda rng: float(rng.lognormal(mu, sigma))
+    if dist == "exponential":
+        return lambda rng: float(rng.exponential(mean))
+    raise ValueError(f"unknown distribution {dist!r}")
+
+
+@dataclass
+class DelayModel:
+    """Per-agent delay samplers with per-agent random streams."""
+
+    compute_samplers: list[Sampler]
+    comm_samplers: list[Sampler]
+    compute_rngs: list[np.random.Generator]
+    comm_rngs: list[np.random.Generator]
+    straggle_p: float = 0.0
+    straggle_s: float = 1.0
+    compute_means: tuple[float, ...] = ()
+    comm_means: tuple[float, ...] = ()
+    enabled: bool = True
+
+    @property
+    def n(self) -> int:
+        return len(self.compute_samplers)
+
+    def compute(self, i: int) -> float:
+        """Duration of agent i's next gradient computation (time units)."""
+        rng = self.compute_rngs[i]
+        t = self.compute_samplers[i](rng)
+        if self.straggle_p > 0.0 and rng.random() < self.straggle_p:
+            t *= self.straggle_s
+        return t
+
+    def comm(self, i: int) -> float:
+        """Duration of agent i's next outgoing transmission (time units)."""
+        return self.comm_samplers[i](self.comm_rngs[i])
+
+
+def _streams(seed: int, n: int, which: int) -> list[np.random.Generator]:
+    return [np.random.default_rng([seed, i, which]) for i in range(n)]
+
+
+def build(cfg: DelaySection, n: int, seed: int) -> DelayModel:
+    """The delay model ``cfg`` describes for ``n`` agents.
+
+    ``model = "none"`` means unit constant computation and instant
+    communication in the simulator (it needs *some* clock), and no injected
+    delay at all on MPI (``enabled`` is False).
+    """
+    compute_mean = [cfg.compute_mean] * n
+    comm_mean = [cfg.comm_mean] * n
+    compute_dist, comm_dist = cfg.compute_dist, cfg.comm_dist
+    p, s, enabled = 0.0, 1.0, True
+    if cfg.model == "none":
+        compute_dist = comm_dist = "constant"
+        compute_mean, comm_mean = [1.0] * n, [0.0] * n
+        enabled = False
+    elif cfg.model == "constant":
+        compute_dist = comm_dist = "constant"
+    elif cfg.model == "random-stragglers":
+        p, s = cfg.p, cfg.s
+    elif cfg.model == "case":
+        slow = cfg.straggler
+        if cfg.case == 2:
+            comm_mean = [cfg.slow_comm_mean] * n
+        if cfg.case in (3, 5):
+            compute_mean[slow] = cfg.compute_mean * cfg.slowdown
+        if cfg.case in (4, 5):
+            comm_mean[slow] = cfg.comm_mean * cfg.slowdown
+    return DelayModel(
+        compute_samplers=[make_sampler(compute_dist, m, shape=cfg.compute_shape) for m in compute_mean],
+        comm_samplers=[make_sampler(comm_dist, m, cv=cfg.comm_cv) for m in comm_mean],
+        compute_rngs=_streams(seed, n, 0),
+        comm_rngs=_streams(seed, n, 1),
+        straggle_p=p,
+        straggle_s=s,
+        compute_means=tuple(compute_mean),
+        comm_means=tuple(comm_mean),
+        enabled=enabled,
+    )

@@ -1,0 +1,38 @@
+"""Turn a config into the pieces both engines share: topology, problem, agents."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcasync import topology as topo
+from hpcasync.algorithms import base
+from hpcasync.algorithms.base import AgentSetup, Algorithm, StepSize
+from hpcasync.config import Config
+from hpcasync.errors import require
+from hpcasync.topology import Topology
+
+
+def build_topology(cfg: Config) -> Topology:
+    t = topo.build(cfg.topology)
+    algo = base.get(cfg.algorithm.name)
+    if getattr(algo, "needs_bipartite", False):
+        require(t.is_bipartite(),
+                f"algorithm {cfg.algorithm.name}: needs a bipartite graph; topology {cfg.topology.name!r} "
+                f"with n={t.n} is not bipartite (use a ring with even n, a grid or a hypercube)")
+    return t
+
+
+def step_size(cfg: Config, n: int) -> StepSize:
+    """α_k = α·decay^k; RFAST takes α/n (seed 000 §5: "identical effective step size")."""
+    alpha = cfg.algorithm.alpha
+    if cfg.algorithm.name == "rfast" and cfg.algorithm.scale_alpha_by_n:
+        alpha /= n
+    return StepSize(alpha, cfg.algorithm.decay if cfg.algorithm.schedule == "exponential" else 1.0)
+
+
+def build_agent(cfg: Config, topology: Topology, rank: int, x0: np.ndarray) -> Algorithm:
+    setup = AgentSetup(
+        rank=rank, n=topology.n, x0=x0, weights=topology.weights(rank),
+        out_weights=topology.out_weights(rank), step=step_size(cfg, topology.n), beta=cfg.algorithm.beta,
+    )
+    return base.get(cfg.algorithm.name)(setup)

@@ -1,0 +1,348 @@
+"""The discrete-event engine: a virtual clock, an event heap, one generator per agent.
+
+Each agent's algorithm is a generator of blocking ops (see
+``algorithms/transport.py``). The engine answers them on the virtual clock:
+
+* ``Compute(x)``: the gradient is taken at x now and handed back after one
+  sample of the agent's computation delay (x cannot change meanwhile);
+* ``AllreduceMean`` / ``Barrier``: every agent resumes when the last one has
+  arrived and every contribution has travelled (max over agents of arrival
+  + its communication delay) — a round waits for the slowest;
+* ``NeighborExchange``: round r completes for agent i once every
+  in-neighbour's round-r model has arrived (its post time + comm delay);
+* ``PairAverage``: both endpoints are blocked for one communication delay,
+  and the pair waits while the peer is busy in another exchange.
+
+Ties: at equal times, agents resume before messages land, and messages land
+before evaluations. So a model that arrives exactly when an agent mixes is
+seen at its next mix — which makes zero-delay ADSGD and DSGD take identical
+steps (test_equivalences.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from hpcasync.algorithms.base import Algorithm
+from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage
+from hpcasync.delays import DelayModel
+from hpcasync.engines.sim.transport import Packet, SimTransport
+from hpcasync.kernels import consensus_distance, mean_rows_into
+from hpcasync.problems.base import Oracle
+from hpcasync.topology import Topology
+
+RESUME, DELIVER, PAIR, EVAL = 0, 1, 2, 3
+# priority at equal times: agents resume, then messages land, then evaluations
+_PRIORITY = (0, 1, 1, 2)
+
+
+class Recorder(Protocol):
+    """Where the engine reports what happens (the HDF5 writers, or a list in tests)."""
+
+    def update(self, agent: int, row: dict[str, float]) -> None: ...
+
+    def evaluation(self, row: dict[str, float]) -> None: ...
+
+
+@dataclass
+class AgentClock:
+    """Per-agent accounting in virtual time units and wall seconds."""
+
+    compute_units: float = 0.0
+    wait_units: float = 0.0
+    blocked_since: float = 0.0
+    gradient_s: float = 0.0
+    last_loss: float = float("nan")
+    last_grad_norm: float = float("nan")
+
+
+@dataclass
+class _Exchange:
+    """Round bookkeeping for NeighborExchange: posts[j][r] = (time available, model copy)."""
+
+    rounds: list[int]
+    posts: list[dict[int, tuple[float, np.ndarray]]]
+    consumed: list[dict[int, int]]
+    waiting: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
+
+
+class Simulator:
+    """Runs ``agents`` over ``topology`` with delays from ``delays`` on a virtual clock."""
+
+    def __init__(self, agents: list[Algorithm], oracles: list[Oracle], topology: Topology,
+                 delays: DelayModel, *, budget_time: float, budget_gradients: int = 0,
+                 evaluate: Callable[[np.ndarray], dict[str, float]] | None = None,
+                 eval_interval: float = 0.0, log_every: int = 1, recorder: Recorder | None = None,
+                 progress: Callable[[float], None] | None = None) -> None:
+        self.n = len(agents)
+        self.agents = agents
+        self.oracles = oracles
+        self.topology = topology
+        self.delays = delays
+        self.budget_time = budget_time if budget_time > 0 else float("inf")
+        self.budget_gradients = budget_gradients
+        self.evaluate = evaluate
+        self.eval_interval = eval_interval
+        self.log_every = log_every
+        self.recorder = recorder
+        self.progress = progress
+        self.now = 0.0
+        self.gradients = 0
+        self.events = 0
+        self.stopped = False
+        self._heap: list[tuple[float, int, int, int, int, Any]] = []
+        self._seq = 0
+        self.clocks = [AgentClock() for _ in range(self.n)]
+        self.transports = [
+            SimTransport(self, i, topology.neighbors(i), topology.neighbors(i), agents[i].x, agents[i].payload)
+            for i in range(self.n)
+        ]
+        self.gens = [a.run(t) for a, t in zip(agents, self.transports, strict=True)]
+        self._allreduce: list[tuple[int, float, np.ndarray | None]] = []
+        self._exchange = _Exchange([0] * self.n, [{} for _ in range(self.n)], [{} for _ in range(self.n)])
+        self._pair_busy = [False] * self.n
+        self._pair_queue: list[tuple[int, int, np.ndarray]] = []
+        self._mean = np.empty_like(agents[0].x)
+        self._wall0 = time.perf_counter()
+        self.evaluations: list[dict[str, float]] = []
+
+    # -- event heap ------------------------------------------------------------------------------
+    def _push(self, t: float, kind: int, a: int, b: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, _PRIORITY[kind], self._seq, kind, a, b))
+
+    def wall(self) -> float:
+        return time.perf_counter() - self._wall0
+
+    # -- main loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Process events until the time or gradient budget is spent, then let the network drain."""
+        for i in range(self.n):
+            self._push(0.0, RESUME, i, None)
+        if self.evaluate is not None and self.eval_interval > 0:
+            self._push(0.0, EVAL, -1, None)
+        heap = self._heap
+        while heap and not self.stopped:
+            t, _, _, kind, a, b = heapq.heappop(heap)
+            if t > self.budget_time:
+                heapq.heappush(heap, (t, _PRIORITY[kind], 0, kind, a, b))
+                self.now = self.budget_time
+                break
+            self.now = t
+            self.events += 1
+            if kind == RESUME:
+                self._resume(a, b)
+            elif kind == DELIVER:
+                self._deliver(a, b)
+            elif kind == PAIR:
+                self._finish_pair(a, *b)
+            else:
+                self._evaluate()
+                if self.now + self.eval_interval <= self.budget_time:
+                    self._push(self.now + self.eval_interval, EVAL, -1, None)
+        self.stopped = True
+        if self.evaluate is not None and (not self.evaluations or self.evaluations[-1]["virtual_time"] < self.now):
+            self._evaluate()
+        for gen in self.gens:
+            gen.close()
+        self.quiesce()
+        for agent, tr in zip(self.agents, self.transports, strict=True):
+            agent.finish(tr)
+
+    def quiesce(self) -> None:
+        """Deliver every message in flight or queued, with no further computation."""
+        heap = self._heap
+        for i in range(self.n):
+            self._kick(i)
+        while heap:
+            t, _, _, kind, a, b = heapq.heappop(heap)
+            if kind == DELIVER:
+                self.now = max(self.now, t)
+                self._deliver(a, b)
+            elif kind == PAIR:
+                self.now = max(self.now, t)
+                self._finish_pair(a, *b)
+
+    # -- agents ----------------------------------------------------------------------------------
+    def _resume(self, i: int, value: Any) -> None:
+        agent = self.agents[i]
+        op = self.gens[i].send(value)
+        self._kick(i)
+        kind = type(op)
+        if kind is Compute:
+            self._compute(i, agent, op.x)
+        elif kind is NeighborExchange:
+            self._post_exchange(i, op.v)
+        elif kind is AllreduceMean:
+            self._collective(i, op.v)
+        elif kind is Barrier:
+            self._collective(i, None)
+        elif kind is PairAverage:
+            self._pair_request(i, op.peer, op.v)
+        else:
+            raise TypeError(f"agent {i} yielded {op!r}, not an Op")
+
+    def _compute(self, i: int, agent: Algorithm, x: np.ndarray) -> None:
+        clock = self.clocks[i]
+        if agent.iteration and agent.iteration % self.log_every == 0 and self.recorder is not None:
+            self._record(i, agent, clock)
+        if self.budget_gradients and self.gradients >= self.budget_gradients:
+            self.stopped = True
+            return
+        w0 = time.perf_counter()
+        g, loss = self.oracles[i].gradient(x)
+        clock.gradient_s += time.perf_counter() - w0
+        clock.last_loss = loss
+        clock.last_grad_norm = float(np.sqrt(np.dot(g, g)))
+        dt = self.delays.compute(i)
+        clock.compute_units += dt
+        self.gradients += 1
+        self._push(self.now + dt, RESUME, i, g)
+
+    def _record(self, i: int, agent: Algorithm, clock: AgentClock) -> None:
+        tr = self.transports[i]
+        assert self.recorder is not None
+        self.recorder.update(i, {
+            "wall_time": self.wall(), "virtual_time": self.now, "iteration": agent.iteration,
+            "loss": clock.last_loss, "grad_norm": clock.last_grad_norm, "bytes_sent": tr.bytes_sent,
+            "messages_sent": tr.messages_sent, "staleness": tr.staleness(),
+        })
+
+    # -- point-to-point --------------------------------------------------------------------------
+    def _kick(self, i: int) -> None:
+        """Start agent i's next transmission if its link is free and something is queued."""
+        tr = self.transports[i]
+        if tr.busy:
+            return
+        packet = tr.take_queued()
+        if packet is not None:
+            tr.busy = True
+            self._push(self.now + self.delays.comm(i), DELIVER, i, packet)
+
+    def _deliver(self, i: int, packet: Packet) -> None:
+        tr = self.transports[i]
+        for j in tr.out_neighbors:
+            self.transports[j].receive(i, packet)
+        tr.recycle(packet)
+        tr.busy = False
+        self._kick(i)
+
+    # -- collectives -----------------------------------------------------------------------------
+    def _block(self, i: int) -> None:
+        self.clocks[i].blocked_since = self.now
+
+    def _wake(self, i: int, t: float, value: Any) -> None:
+        clock = self.clocks[i]
+        clock.wait_units += t - clock.blocked_since
+        self._push(t, RESUME, i, value)
+
+    def _collective(self, i: int, v: np.ndarray | None) -> None:
+        """AllreduceMean (v given) or Barrier: done when the slowest contribution has travelled."""
+        self._block(i)
+        tr = self.transports[i]
+        if v is not None:
+            # a ring allreduce moves 2(n−1)/n of the vector per agent
+            tr.bytes_sent += int(2 * (self.n - 1) * v.nbytes / self.n)
+            tr.messages_sent += 2 * (self.n - 1)
+        self._allreduce.append((i, self.now + self.delays.comm(i), None if v is None else v.copy()))
+        if len(self._allreduce) < self.n:
+            return
+        done = max(t for _, t, _ in self._allreduce)
+        mean = None
+        if v is not None:
+            mean = np.zeros_like(v)
+            for _, _, u in self._allreduce:
+                mean += u
+            mean /= self.n
+        for j, _, _ in self._allreduce:
+            self._wake(j, done, None if mean is None else mean.copy())
+        self._allreduce = []
+
+    def _post_exchange(self, i: int, v: np.ndarray) -> None:
+        ex = self._exchange
+        r = ex.rounds[i]
+        ex.rounds[i] += 1
+        tr = self.transports[i]
+        tr.bytes_sent += v.nbytes * len(tr.out_neighbors)
+        tr.messages_sent += len(tr.out_neighbors)
+        ex.posts[i][r] = (self.now + self.delays.comm(i), v.copy())
+        ex.consumed[i][r] = 0
+        self._block(i)
+        ex.waiting[i] = (r, np.empty((len(tr.in_neighbors), v.size)))
+        self._try_exchange(i)
+        for j in tr.out_neighbors:
+            self._try_exchange(j)
+
+    def _try_exchange(self, i: int) -> None:
+        ex = self._exchange
+        if i not in ex.waiting:
+            return
+        r, out = ex.waiting[i]
+        tr = self.transports[i]
+        if any(r not in ex.posts[j] for j in tr.in_neighbors):
+            return
+        del ex.waiting[i]
+        done = self.now
+        for k, j in enumerate(tr.in_neighbors):
+            t_avail, model = ex.posts[j][r]
+            done = max(done, t_avail)
+            out[k] = model
+            ex.consumed[j][r] += 1
+            if ex.consumed[j][r] == len(self.transports[j].out_neighbors):
+                del ex.posts[j][r], ex.consumed[j][r]
+        self._wake(i, done, out)
+
+    # -- pairwise averaging (AD-PSGD) ------------------------------------------------------------
+    def _pair_request(self, i: int, peer: int, v: np.ndarray) -> None:
+        self._block(i)
+        self._pair_queue.append((i, peer, v))
+        self._start_pairs()
+
+    def _start_pairs(self) -> None:
+        """Start every queued exchange whose two endpoints are free, oldest first."""
+        waiting = []
+        for i, peer, v in self._pair_queue:
+            if self._pair_busy[i] or self._pair_busy[peer]:
+                waiting.append((i, peer, v))
+                continue
+            self._pair_busy[i] = self._pair_busy[peer] = True
+            tr = self.transports[i]
+            tr.bytes_sent += 2 * v.nbytes
+            tr.messages_sent += 2
+            done = self.now + self.delays.comm(i)
+            self._push(done, PAIR, i, (peer, v))
+        self._pair_queue = waiting
+
+    def _finish_pair(self, i: int, peer: int, v: np.ndarray) -> None:
+        x_peer = self.agents[peer].x
+        v += x_peer
+        v *= 0.5
+        x_peer[:] = v
+        self._pair_busy[i] = self._pair_busy[peer] = False
+        self._wake(i, self.now, None)
+        self._start_pairs()
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def average_model(self) -> np.ndarray:
+        rows = np.stack([a.model for a in self.agents])
+        mean_rows_into(self._mean, rows)
+        return self._mean
+
+    def _evaluate(self) -> None:
+        assert self.evaluate is not None
+        rows = np.stack([a.model for a in self.agents])
+        mean_rows_into(self._mean, rows)
+        row = {"virtual_time": self.now, "wall_time": self.wall(), "gradients": float(self.gradients),
+               "consensus_distance": consensus_distance(rows, self._mean)}
+        row.update(self.evaluate(self._mean))
+        self.evaluations.append(row)
+        if self.recorder is not None:
+            self.recorder.evaluation(row)
+        if self.progress is not None:
+            self.progress(self.now)

@@ -1,0 +1,82 @@
+"""Run one simulated experiment from a config and stream it into the HDF5 layout of DESIGN §8."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from hpcasync import delays as delay_models
+from hpcasync import problems
+from hpcasync.config import Config
+from hpcasync.engines.build import build_agent, build_topology
+from hpcasync.engines.sim.engine import Recorder, Simulator
+from hpcasync.results.schema import agent_filename
+from hpcasync.results.writer import AgentWriter, RunWriter, software_versions
+
+
+class HDF5Recorder:
+    """Routes the simulator's records into one AgentWriter per agent and the RunWriter."""
+
+    run: RunWriter
+    agents: list[AgentWriter]
+
+    def attach(self, run: RunWriter, agents: list[AgentWriter]) -> None:
+        self.run = run
+        self.agents = agents
+
+    def update(self, agent: int, row: dict[str, float]) -> None:
+        self.agents[agent].append(**row)
+
+    def evaluation(self, row: dict[str, float]) -> None:
+        self.run.append_eval(**row)
+
+
+def build_simulator(cfg: Config, recorder: Recorder | None = None,
+                    progress: Callable[[float], None] | None = None) -> Simulator:
+    """Everything ``cfg`` describes, wired into a :class:`Simulator` that has not run yet."""
+    topology = build_topology(cfg)
+    problem = problems.build(cfg, topology.n)
+    x0 = problem.init_params(cfg.run.seed)
+    agents = [build_agent(cfg, topology, i, x0) for i in range(topology.n)]
+    oracles = [problem.oracle(i, cfg.run.seed) for i in range(topology.n)]
+    delays = delay_models.build(cfg.delays, topology.n, cfg.run.seed)
+    return Simulator(agents, oracles, topology, delays, budget_time=cfg.budget.time,
+                     budget_gradients=cfg.budget.gradients, evaluate=problem.evaluate,
+                     eval_interval=cfg.eval.interval, log_every=cfg.eval.log_every,
+                     recorder=recorder, progress=progress)
+
+
+def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | None = None) -> Simulator:
+    """Run ``cfg`` in the simulator, writing ``out_dir``; return the finished simulator.
+
+    If the run fails midway the files are closed with ``complete = False`` and
+    keep everything recorded so far.
+    """
+    n = cfg.topology.n
+    run = None
+    writers: list[AgentWriter] = []
+    complete = False
+    try:
+        recorder = HDF5Recorder()
+        sim = build_simulator(cfg, recorder, progress)
+        topology = sim.topology
+        run = RunWriter(out_dir, config_toml=cfg.to_toml(), engine="sim", n_agents=n,
+                        adjacency=topology.adjacency(), weights=topology.W, versions=software_versions())
+        writers = [AgentWriter(out_dir / agent_filename(i), i, attrs={"algorithm": cfg.algorithm.name},
+                               keep_open=False) for i in range(n)]
+        recorder.attach(run, writers)
+        sim.run()
+        for i, (agent, clock) in enumerate(zip(sim.agents, sim.clocks, strict=True)):
+            idle = max(sim.now - clock.compute_units - clock.wait_units, 0.0)
+            writers[i].write_timings(compute_units=clock.compute_units, wait_units=clock.wait_units,
+                                     idle_units=idle, gradient_s=clock.gradient_s)
+            writers[i].write_final_model(agent.model)
+        run.set_summary(virtual_time=sim.now, gradients=sim.gradients, events=sim.events,
+                        wall_s=sim.wall())
+        complete = True
+    finally:
+        for w in writers:
+            w.close(complete=complete)
+        if run is not None:
+            run.close(complete=complete)
+    return sim

@@ -1,0 +1,417 @@
+"""Write a run directory: one file per agent (``AgentWriter``) and ``run.h5`` (``RunWriter``).
+
+SWMR and the ``complete`` flag
+------------------------------
+Every file is created with ``libver="latest"``; all groups, datasets and
+attributes are created first, then the file enters SWMR-write mode and from
+then on only appends rows (resize + write + flush). The HDF5 SWMR rules forbid
+creating or modifying attributes and objects in SWMR mode (h5py 3.16 / HDF5
+2.0 happen not to refuse, but readers may then see an inconsistent header), so
+everything that is only known at the end — ``complete``, ``finished``,
+timings, the final model, the run summary — is kept in memory and written by
+``close()``: it closes the SWMR handle (which also clears HDF5's "open for
+writing" superblock flag), reopens the file in plain ``r+`` mode and writes
+them. ``complete`` is written ``False`` at creation, so a run killed at any
+moment says so.
+
+A writer killed with SIGKILL leaves a file whose superblock still says "open
+for SWMR writing": plain ``h5py.File(path, "r")`` refuses it (until
+``h5clear -s``), but ``h5py.File(path, "r", swmr=True)`` opens it and sees
+every row up to the last completed ``flush()`` — the reader always opens
+that way.
+
+Rows are published in two steps: write all columns, flush, then bump the
+group's ``committed_rows`` scalar and flush again. Readers never read past
+``committed_rows``, so they cannot see half-written rows.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import socket
+import sys
+import time
+import warnings
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from hpcasync import __version__
+from hpcasync.errors import UserError
+from hpcasync.results import schema
+from hpcasync.results.schema import COMMITTED, EVALUATIONS, UPDATES, Column
+
+# How long close() and the flushes of keep_open=False writers retry while a
+# reader in another process holds the HDF5 file lock (readers hold it briefly).
+LOCK_TIMEOUT_S = 10.0
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def ensure_output_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` (and parents) or raise UserError naming it and why it cannot be written."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output directory {out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"output directory {out_dir}: not writable ({exc.strerror or exc})") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UserError(f"output directory {out_dir}: not writable (Permission denied)")
+    return out_dir
+
+
+def _is_lock_error(exc: OSError) -> bool:
+    return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "lock" in str(exc).lower()
+
+
+def open_h5(path: Path, mode: str, *, timeout: float = LOCK_TIMEOUT_S, **kwargs: Any) -> h5py.File:
+    """``h5py.File(path, mode, **kwargs)``, retrying with backoff while another process holds its lock."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return h5py.File(path, mode, **kwargs)
+        except OSError as exc:
+            if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.2)
+
+
+def _create_file(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "w", libver="latest")
+    except OSError as exc:
+        raise UserError(f"output file {path}: cannot be created ({exc})") from exc
+
+
+def _attr_value(value: Any) -> Any:
+    """Something HDF5 can store as an attribute; None means: do not store."""
+    if value is None or isinstance(value, str | bool | int | float | np.generic | np.ndarray):
+        return value
+    if isinstance(value, list | tuple):
+        return np.asarray(value)
+    return str(value)
+
+
+def _set_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        value = _attr_value(value)
+        if value is not None:
+            obj.attrs[key] = value
+
+
+def _create_columns(group: h5py.Group, columns: tuple[Column, ...], chunk_rows: int) -> None:
+    for c in columns:
+        ds = group.create_dataset(c.name, shape=(0,), maxshape=(None,), chunks=(chunk_rows,),
+                                  dtype=c.dtype, fillvalue=c.fill)
+        ds.attrs["units"] = c.units
+        ds.attrs["description"] = c.description
+    ds = group.create_dataset(COMMITTED, data=np.int64(0))
+    ds.attrs["units"] = "rows"
+    ds.attrs["description"] = "rows of this group's columns known to be completely on disk"
+
+
+def _append_rows(file: h5py.File, group: h5py.Group, columns: tuple[Column, ...], start: int,
+                 rows: np.ndarray) -> int:
+    """Append structured ``rows`` at row ``start`` of every column; publish; return the new total."""
+    end = start + len(rows)
+    for c in columns:
+        ds = group[c.name]
+        ds.resize((end,))
+        ds[start:end] = rows[c.name]
+    # Data first, then the commit marker (see module docstring).
+    file.flush()
+    group[COMMITTED][()] = end
+    file.flush()
+    return end
+
+
+def _closed_append(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("append() on a closed AgentWriter")
+
+
+class AgentWriter:
+    """Streams one agent's updates into its own ``rank-NNNNN.h5``.
+
+    ``path`` is the file if it ends in ``.h5``, else the run directory (the
+    file is then ``path / agent_filename(rank)``; the directory is created if
+    needed, so ranks need not wait for the one that writes run.h5). ``attrs`` become root attributes; give at
+    least ``algorithm``. ``append`` only copies a row into a preallocated
+    buffer (``buffer_rows`` × 64 bytes); a full buffer, ``flush()`` and
+    ``close()`` write it.
+
+    ``keep_open=True`` (MPI, one writer per process): the file stays open in
+    SWMR mode, so a reader can follow the run live. ``keep_open=False``
+    (simulator, up to 1024 agents in one process, which would exhaust file
+    handles): the file is opened only while rows are written, and in SWMR
+    mode during that time too, so a crash mid-write cannot corrupt it.
+    """
+
+    def __init__(self, path: str | Path, rank: int, *, attrs: dict[str, Any] | None = None,
+                 keep_open: bool = True, buffer_rows: int = 4096, chunk_rows: int | None = None) -> None:
+        if buffer_rows < 1:
+            raise ValueError(f"buffer_rows must be >= 1, got {buffer_rows}")
+        path = Path(path)
+        if path.suffix != ".h5":
+            path = path / schema.agent_filename(rank)
+        ensure_output_dir(path.parent)
+        self.path = path
+        self.rank = int(rank)
+        self.keep_open = keep_open
+        self._capacity = int(buffer_rows)
+        self._buf: np.ndarray = np.empty(self._capacity, dtype=schema.row_dtype(UPDATES))
+        self._n = 0
+        self._written = 0
+        self._timings: dict[str, float] = {}
+        self._final_model: np.ndarray | None = None
+        self._closed = False
+        # Small chunks: the simulator's 1024 agents each allocate at least one chunk per column.
+        chunk = int(chunk_rows or min(self._capacity, 512))
+
+        attrs = dict(attrs or {})
+        f = _create_file(path)
+        try:
+            _set_attrs(f, {"format": schema.FORMAT_VERSION, "rank": self.rank,
+                           "algorithm": attrs.pop("algorithm", ""), "complete": False,
+                           "created": now_iso(), "hpcasync_version": __version__, **attrs})
+            _create_columns(f.create_group(schema.UPDATES_GROUP), UPDATES, chunk)
+            if keep_open:
+                f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        self._file: h5py.File | None = f if keep_open else None
+        if not keep_open:
+            f.close()
+
+    # -- hot path ------------------------------------------------------------------------------
+    def append(self, wall_time: float, virtual_time: float, iteration: int, loss: float, grad_norm: float,
+               bytes_sent: int, messages_sent: int, staleness: float) -> None:
+        """Record one update (units in ``schema.UPDATES``); writes to disk only when the buffer is full."""
+        n = self._n
+        self._buf[n] = (wall_time, virtual_time, iteration, loss, grad_norm, bytes_sent, messages_sent,
+                        staleness)
+        n += 1
+        self._n = n
+        if n == self._capacity:
+            self._write_buffer()
+
+    # -- writing -------------------------------------------------------------------------------
+    def _write_buffer(self) -> None:
+        n = self._n
+        if n == 0:
+            return
+        rows = self._buf[:n]
+        if self._file is not None:
+            f = self._file
+            self._written = _append_rows(f, f[schema.UPDATES_GROUP], UPDATES, self._written, rows)
+        else:
+            with open_h5(self.path, "r+", libver="latest") as f:
+                f.swmr_mode = True
+                self._written = _append_rows(f, f[schema.UPDATES_GROUP], UPDATES, self._written, rows)
+        self._n = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows appended so far (written or buffered)."""
+        return self._written + self._n
+
+    def flush(self) -> None:
+        """Write the buffered rows and flush the file, so readers (and a post-mortem) see them."""
+        if self._closed:
+            return
+        self._write_buffer()
+
+    def write_timings(self, **values: float) -> None:
+        """Per-run totals, e.g. ``compute_s``, ``mix_s``, ``communicate_s``, ``idle_s``, ``compute_units``.
+
+        Units follow the name: ``*_s`` seconds (wall), ``*_units`` delay time units. Written by ``close()``.
+        """
+        self._timings.update({k: float(v) for k, v in values.items()})
+
+    def write_final_model(self, x: np.ndarray) -> None:
+        """This agent's final model (copied now, written by ``close()`` to ``/final/model``)."""
+        self._final_model = np.array(x, dtype=np.float64, copy=True)
+
+    def close(self, complete: bool) -> None:
+        """Write everything, set ``complete`` and close. Idempotent; a later ``append`` raises."""
+        if self._closed:
+            return
+        self._closed = True
+        self.append = _closed_append  # type: ignore[method-assign]
+        try:
+            self._write_buffer()
+        finally:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._buf = self._buf[:0]  # release the buffer: the simulator holds 1024 writers
+        self._finalize(complete)
+
+    def _finalize(self, complete: bool) -> None:
+        try:
+            f = open_h5(self.path, "r+", libver="latest")
+        except OSError as exc:
+            # Rows are safe on disk; only the end-of-run attributes are lost. Never crash a rank here.
+            warnings.warn(f"{self.path}: could not reopen to mark it complete ({exc})", stacklevel=3)
+            return
+        with f:
+            if self._timings:
+                grp = f.require_group(schema.TIMINGS_GROUP)
+                for key, value in self._timings.items():
+                    if key in grp:
+                        del grp[key]
+                    grp.create_dataset(key, data=np.float64(value)).attrs["units"] = schema.value_units(key)
+            if self._final_model is not None:
+                if schema.FINAL_MODEL in f:
+                    del f[schema.FINAL_MODEL]
+                f.create_dataset(schema.FINAL_MODEL, data=self._final_model).attrs["units"] = "1"
+            f.attrs["finished"] = now_iso()
+            f.attrs["complete"] = bool(complete)
+
+    def __enter__(self) -> AgentWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(complete=exc_type is None)
+
+
+def software_versions(mpi_version: str | None = None) -> dict[str, str]:
+    """Versions of Python, the libraries a run depends on, and the host, for ``/versions``.
+
+    Package versions come from installed metadata, so nothing is imported
+    (importing mpi4py.MPI would initialise MPI). ``mpi_version`` is the MPI
+    library string (``MPI.Get_library_version()``) when the caller has one.
+    """
+    versions = {
+        "python": sys.version.split()[0],
+        "hpcasync": __version__,
+        "hdf5": h5py.version.hdf5_version,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+    }
+    for package in ("numpy", "numba", "h5py", "mpi4py", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    if mpi_version:
+        versions["mpi_library"] = mpi_version.strip()
+    return versions
+
+
+class RunWriter:
+    """Creates ``out_dir/run.h5`` with the run's metadata and appends the monitor's evaluations.
+
+    One process writes it (the simulator, or the MPI monitor rank). The file is
+    in SWMR mode while the run goes, so ``hpcasync report`` can read a live run.
+    ``/agents/rank-NNNNN`` are external links to the agent files, which may be
+    created later (or by other ranks). ``overwrite=False`` refuses a directory
+    that already holds a run.
+    """
+
+    def __init__(self, out_dir: str | Path, *, config_toml: str, engine: str, n_agents: int,
+                 adjacency: np.ndarray, weights: np.ndarray, versions: dict[str, Any],
+                 hosts: list[str] | None = None, overwrite: bool = True) -> None:
+        if engine not in schema.ENGINES:
+            raise ValueError(f"engine must be one of {schema.ENGINES}, got {engine!r}")
+        adjacency = np.asarray(adjacency)
+        weights = np.asarray(weights, dtype=np.float64)
+        if adjacency.shape != (n_agents, n_agents) or weights.shape != (n_agents, n_agents):
+            raise ValueError(f"adjacency {adjacency.shape} and weights {weights.shape} must be "
+                             f"({n_agents}, {n_agents})")
+        if hosts is not None and len(hosts) != n_agents:
+            raise ValueError(f"hosts has {len(hosts)} entries for {n_agents} agents")
+        self.out_dir = ensure_output_dir(Path(out_dir))
+        self.path = self.out_dir / schema.RUN_FILENAME
+        if self.path.exists() and not overwrite:
+            raise UserError(f"output directory {self.out_dir}: already holds a run ({schema.RUN_FILENAME}); "
+                            "choose another run name or remove it")
+        self.n_agents = int(n_agents)
+        self._summary: dict[str, Any] = {}
+        self._written = 0
+        self._closed = False
+
+        f = _create_file(self.path)
+        try:
+            _set_attrs(f, {"format": schema.FORMAT_VERSION, "complete": False, "engine": engine,
+                           "created": now_iso(), "hpcasync_version": __version__, "n_agents": self.n_agents})
+            f.create_group(schema.CONFIG_GROUP).attrs["toml"] = config_toml
+            topo = f.create_group(schema.TOPOLOGY_GROUP)
+            topo.create_dataset("adjacency", data=(adjacency != 0).astype(np.uint8)).attrs["units"] = "1"
+            topo.create_dataset("weights", data=weights).attrs["units"] = "1"
+            _set_attrs(f.create_group(schema.VERSIONS_GROUP), versions)
+            if hosts is not None:
+                ds = f.create_dataset(schema.HOSTS, data=np.array(hosts, dtype=h5py.string_dtype()))
+                ds.attrs["units"] = "host name per rank"
+            _create_columns(f.create_group(schema.EVALUATIONS_GROUP), EVALUATIONS, 256)
+            f.create_group(schema.SUMMARY_GROUP)
+            agents = f.create_group(schema.AGENTS_GROUP)
+            for rank in range(self.n_agents):
+                # Relative name: the run directory can be moved or copied as a whole.
+                agents[schema.agent_link_name(rank)] = h5py.ExternalLink(schema.agent_filename(rank), "/")
+            f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        self._file: h5py.File | None = f
+        self._row = np.empty(1, dtype=schema.row_dtype(EVALUATIONS))
+
+    def append_eval(self, *, wall_time: float, gradients: int, virtual_time: float = np.nan,
+                    train_loss: float = np.nan, test_loss: float = np.nan, test_accuracy: float = np.nan,
+                    consensus_distance: float = np.nan) -> None:
+        """Append one evaluation of the average model (units in ``schema.EVALUATIONS``) and flush it."""
+        if self._file is None:
+            raise RuntimeError("append_eval() on a closed RunWriter")
+        self._row[0] = (virtual_time, wall_time, gradients, train_loss, test_loss, test_accuracy,
+                        consensus_distance)
+        # Evaluations are rare (every few time units), so each is published at once for live readers.
+        self._written = _append_rows(self._file, self._file[schema.EVALUATIONS_GROUP], EVALUATIONS,
+                                     self._written, self._row)
+
+    def set_summary(self, **attrs: Any) -> None:
+        """Run totals (``gradients``, ``virtual_time``, ``wall_s`` …) for ``/summary``, written by close()."""
+        if self._closed:
+            raise RuntimeError("set_summary() on a closed RunWriter")
+        self._summary.update(attrs)
+
+    def flush(self) -> None:
+        """Flush run.h5 (evaluations are already flushed as they are appended)."""
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self, complete: bool) -> None:
+        """Close the SWMR handle, then write the summary and ``complete``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        try:
+            f = open_h5(self.path, "r+", libver="latest")
+        except OSError as exc:
+            warnings.warn(f"{self.path}: could not reopen to mark it complete ({exc})", stacklevel=2)
+            return
+        with f:
+            _set_attrs(f[schema.SUMMARY_GROUP], self._summary)
+            f.attrs["finished"] = now_iso()
+            f.attrs["complete"] = bool(complete)
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(complete=exc_type is None)

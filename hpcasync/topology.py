@@ -1,0 +1,381 @@
+"""Communication graphs and their mixing matrices (DESIGN §2).
+
+A :class:`Topology` is an undirected graph on nodes ``0..n-1`` plus a mixing
+matrix W that is symmetric and doubly stochastic with w_ij > 0 iff j ∈ N_i or
+j = i (DESIGN §2). :func:`build` turns a ``[topology]`` config section into
+one; every mistake in that section raises :class:`~hpcasync.errors.UserError`
+naming the field or file at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from hpcasync.config import TopologySection
+from hpcasync.errors import UserError, require
+
+#: absolute tolerance of the doubly-stochastic and symmetry checks
+TOL = 1e-9
+#: seeds tried by :func:`random_graph` before giving up on connectivity
+RANDOM_TRIES = 100
+
+
+@dataclass(frozen=True, eq=False)
+class Topology:
+    """A named graph with its mixing matrix W (``eq=False``: W is an array, compare by identity)."""
+
+    name: str
+    graph: nx.Graph
+    W: np.ndarray
+
+    def __post_init__(self) -> None:
+        # A private read-only float64 copy: every agent mixes with this W, nobody may modify it.
+        W = np.array(self.W, dtype=np.float64)
+        W.setflags(write=False)
+        object.__setattr__(self, "W", W)
+        n = self.graph.number_of_nodes()
+        if set(self.graph.nodes) != set(range(n)):
+            raise ValueError(f"topology {self.name!r}: graph nodes must be 0..{n - 1}")
+        if self.W.shape != (n, n):
+            raise ValueError(f"topology {self.name!r}: W has shape {self.W.shape}, graph has {n} nodes")
+
+    @property
+    def n(self) -> int:
+        return self.W.shape[0]
+
+    def neighbors(self, i: int) -> list[int]:
+        """N_i, sorted, without i."""
+        return sorted(j for j in self.graph.neighbors(i) if j != i)
+
+    def degree(self, i: int) -> int:
+        """d_i = |N_i|."""
+        return len(self.neighbors(i))
+
+    def weights(self, i: int) -> dict[int, float]:
+        """Row i of W as ``{j: w_ij}``, i itself included, zeros left out (``AgentSetup.weights``)."""
+        row = self.W[i]
+        return {int(j): float(row[j]) for j in np.flatnonzero(row)}
+
+    def out_weights(self, i: int) -> dict[int, float]:
+        """Column i of W without i as ``{j: w_ji}``: what i sends to each out-neighbour j."""
+        col = self.W[:, i]
+        return {int(j): float(col[j]) for j in np.flatnonzero(col) if j != i}
+
+    def adjacency(self) -> np.ndarray:
+        """The (n, n) 0/1 adjacency matrix (uint8, zero diagonal)."""
+        return _adjacency(self.graph)
+
+    def spectral_gap(self) -> float:
+        """1 − λ with λ the second largest |eigenvalue| of W (1 for n = 1).
+
+        λ < 1 iff gossip with W converges; the consensus error contracts by λ
+        per synchronous round.
+        """
+        if self.n == 1:
+            return 1.0
+        symmetric = np.array_equal(self.W, self.W.T)
+        eig = np.linalg.eigvalsh(self.W) if symmetric else np.linalg.eigvals(self.W)
+        mags = np.sort(np.abs(eig))[::-1]
+        return float(1.0 - mags[1])
+
+    def is_bipartite(self) -> bool:
+        return bool(nx.is_bipartite(self.graph))
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+def _empty(n: int) -> nx.Graph:
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    return g
+
+
+def ring_graph(n: int) -> nx.Graph:
+    """Cycle i ~ i±1 mod n (n = 1: one node, n = 2: one edge)."""
+    g = _empty(n)
+    if n >= 2:
+        g.add_edges_from((i, (i + 1) % n) for i in range(n))
+    return g
+
+
+def default_shape(n: int) -> tuple[int, int]:
+    """As square as possible: rows = the largest divisor of n that is ≤ √n."""
+    rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
+    return rows, n // rows
+
+
+def _lattice(n: int, shape: tuple[int, int] | list[int] | None, periodic: bool) -> nx.Graph:
+    rows, cols = default_shape(n) if not shape else (int(shape[0]), int(shape[1]))
+    require(rows * cols == n,
+            f"config field topology.shape: {rows}x{cols} grid has {rows * cols} nodes but topology.n = {n}")
+    g = _empty(n)
+    for r in range(rows):
+        for c in range(cols):
+            i = r * cols + c
+            if c + 1 < cols:
+                g.add_edge(i, i + 1)
+            elif periodic and cols > 2:  # cols ≤ 2: the wrap edge is already there or a self-loop
+                g.add_edge(i, r * cols)
+            if r + 1 < rows:
+                g.add_edge(i, i + cols)
+            elif periodic and rows > 2:
+                g.add_edge(i, c)
+    return g
+
+
+def grid_graph(n: int, shape: tuple[int, int] | list[int] | None = None) -> nx.Graph:
+    """2-D rows×cols grid, node r·cols + c (seed 000 uses 3×3)."""
+    return _lattice(n, shape, periodic=False)
+
+
+def torus_graph(n: int, shape: tuple[int, int] | list[int] | None = None) -> nx.Graph:
+    """2-D grid with wrap-around edges (no wrap along a side of length ≤ 2)."""
+    return _lattice(n, shape, periodic=True)
+
+
+def complete_graph(n: int) -> nx.Graph:
+    g = _empty(n)
+    g.add_edges_from((i, j) for i in range(n) for j in range(i + 1, n))
+    return g
+
+
+def star_graph(n: int) -> nx.Graph:
+    """Hub 0 joined to 1..n−1."""
+    g = _empty(n)
+    g.add_edges_from((0, j) for j in range(1, n))
+    return g
+
+
+def exponential_graph(n: int) -> nx.Graph:
+    """i ~ (i ± 2^k) mod n for every 2^k < n, undirected (the SGP/BlueFog exponential graph)."""
+    g = _empty(n)
+    k = 1
+    while k < n:
+        for i in range(n):
+            j = (i + k) % n
+            if j != i:
+                g.add_edge(i, j)
+        k *= 2
+    return g
+
+
+def hypercube_graph(n: int) -> nx.Graph:
+    """i ~ i XOR 2^b: the log2(n)-dimensional hypercube; n must be a power of 2."""
+    require(n >= 1 and n & (n - 1) == 0,
+            f"config field topology.n: a hypercube needs a power of 2 agents, got {n} "
+            f"(nearest: {1 << max(0, (n.bit_length() - 1))} or {1 << n.bit_length()})")
+    g = _empty(n)
+    for b in range(n.bit_length() - 1):
+        g.add_edges_from((i, i ^ (1 << b)) for i in range(n) if i < i ^ (1 << b))
+    return g
+
+
+def random_graph(n: int, degree: float = 3, seed: int = 0, tries: int = RANDOM_TRIES) -> nx.Graph:
+    """Connected Erdős–Rényi G(n, p) with p = degree/(n−1), i.e. expected degree ``degree`` (seed 002).
+
+    Draw k = 0, 1, … uses the seed sequence (seed, k); the first connected draw
+    is returned, so a given seed always gives the same graph.
+    """
+    require(degree > 0, f"config field topology.degree: expected an expected degree > 0, got {degree}")
+    if n == 1:
+        return _empty(1)
+    p = min(1.0, degree / (n - 1))
+    iu = np.triu_indices(n, 1)
+    for k in range(tries):
+        rng = np.random.default_rng([seed, k])
+        keep = rng.random(iu[0].size) < p
+        g = _empty(n)
+        g.add_edges_from(zip(iu[0][keep].tolist(), iu[1][keep].tolist(), strict=True))
+        if nx.is_connected(g):
+            return g
+    raise UserError(f"topology: graph 'random' with n={n} is not connected in {tries} draws "
+                    f"(topology.seed={seed}, topology.degree={degree}); raise topology.degree "
+                    f"(about ln n = {math.log(n):.1f} or more)")
+
+
+#: graph builders by config name; each takes n (grid/torus also shape, random degree and seed)
+GRAPHS: dict[str, Callable[..., nx.Graph]] = {
+    "ring": ring_graph,
+    "grid": grid_graph,
+    "torus": torus_graph,
+    "complete": complete_graph,
+    "star": star_graph,
+    "exponential": exponential_graph,
+    "hypercube": hypercube_graph,
+    "random": random_graph,
+}
+NAMES = (*GRAPHS, "custom")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _adjacency(graph: nx.Graph) -> np.ndarray:
+    n = graph.number_of_nodes()
+    A = np.zeros((n, n), dtype=np.uint8)
+    for i, j in graph.edges:
+        if i != j:
+            A[i, j] = A[j, i] = 1
+    return A
+
+
+def _fill_diagonal(W: np.ndarray) -> np.ndarray:
+    # Computed as 1 − Σ off-diagonal so rows sum to 1 to rounding whatever the weights.
+    np.fill_diagonal(W, 0.0)
+    np.fill_diagonal(W, 1.0 - W.sum(axis=1))
+    return W
+
+
+def metropolis_hastings(graph: nx.Graph) -> np.ndarray:
+    """Metropolis–Hastings weights, DESIGN §2: w_ij = 1/(1 + max(d_i, d_j)) on edges, w_ii = 1 − Σ_j w_ij."""
+    A = _adjacency(graph)
+    d = A.sum(axis=1, dtype=np.int64)
+    W = A / (1.0 + np.maximum.outer(d, d))
+    return _fill_diagonal(W)
+
+
+def max_degree(graph: nx.Graph) -> np.ndarray:
+    """Max-degree weights: w_ij = 1/(1 + d_max) on edges, w_ii = 1 − d_i/(1 + d_max)."""
+    A = _adjacency(graph)
+    d_max = int(A.sum(axis=1).max(initial=0))
+    W = A / (1.0 + d_max)
+    return _fill_diagonal(W)
+
+
+def double_step(W: np.ndarray, beta: float) -> np.ndarray:
+    """(1 − β)·I + β·W: the mixing matrix of the double-step-size form, seed 000 eq. (7)."""
+    require(0 < beta <= 1, f"config field algorithm.beta: expected 0 < beta <= 1, got {beta}")
+    return (1.0 - beta) * np.eye(W.shape[0]) + beta * W
+
+
+WEIGHTS: dict[str, Callable[[nx.Graph], np.ndarray]] = {
+    "metropolis": metropolis_hastings,
+    "max-degree": max_degree,
+}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def graph_from_matrix(W: np.ndarray) -> nx.Graph:
+    """The undirected graph of W's off-diagonal sparsity: i ~ j iff w_ij ≠ 0 or w_ji ≠ 0."""
+    g = _empty(W.shape[0])
+    nz = (W != 0) | (W.T != 0)
+    np.fill_diagonal(nz, False)
+    i, j = np.nonzero(np.triu(nz))
+    g.add_edges_from(zip(i.tolist(), j.tolist(), strict=True))
+    return g
+
+
+def check_mixing_matrix(W: np.ndarray, graph: nx.Graph, source: str) -> None:
+    """Raise :class:`UserError` unless W fits DESIGN §2 on ``graph``.
+
+    W must be (n, n) finite, symmetric, nonnegative, with rows and columns
+    summing to 1 (tolerance :data:`TOL`), w_ij > 0 iff i ~ j or i = j, and the
+    graph must be connected. ``source`` opens each message (a field or file).
+    """
+    n = graph.number_of_nodes()
+    require(W.ndim == 2 and W.shape == (n, n),
+            f"{source}: W has shape {W.shape} but the graph has {n} nodes (expected ({n}, {n}))")
+    require(bool(np.all(np.isfinite(W))), f"{source}: W holds NaN or infinite entries")
+    asym = float(np.max(np.abs(W - W.T), initial=0.0))
+    require(asym <= TOL, f"{source}: not symmetric (max |W - W^T| = {asym:.3g})")
+    if (W < 0).any():
+        i, j = np.unravel_index(int(np.argmin(W)), W.shape)
+        raise UserError(f"{source}: negative weight W[{i},{j}] = {W[i, j]:.3g} (expected all w_ij >= 0)")
+    for axis, what in ((1, "row"), (0, "column")):
+        err = np.abs(W.sum(axis=axis) - 1.0)
+        k = int(np.argmax(err))
+        require(err[k] <= TOL,
+                f"{source}: {what} {k} sums to {W.sum(axis=axis)[k]:.12g} (expected 1 within {TOL:g}; "
+                f"W must be doubly stochastic)")
+    A = _adjacency(graph).astype(bool)
+    np.fill_diagonal(A, True)
+    bad = np.argwhere((W > 0) != A)
+    if bad.size:
+        i, j = (int(v) for v in bad[0])
+        if i == j:
+            raise UserError(f"{source}: diagonal weight W[{i},{i}] = 0 (expected w_ii > 0)")
+        if A[i, j]:
+            raise UserError(f"{source}: W[{i},{j}] = 0 but {i}-{j} is an edge (expected w_ij > 0 on edges)")
+        raise UserError(f"{source}: W[{i},{j}] = {W[i, j]:.3g} but {i}-{j} is not an edge "
+                        f"(expected w_ij = 0 off the graph)")
+    check_connected(graph, source)
+
+
+def check_connected(graph: nx.Graph, source: str) -> None:
+    """Raise :class:`UserError` naming two components unless ``graph`` is connected."""
+    n = graph.number_of_nodes()
+    require(n >= 1, f"{source}: the graph has no nodes")
+    if nx.is_connected(graph):
+        return
+    comps = sorted((sorted(c) for c in nx.connected_components(graph)), key=lambda c: c[0])
+    show = " and ".join(_short(c) for c in comps[:2])
+    raise UserError(f"{source}: graph with n={n} is not connected ({len(comps)} components, e.g. {show})")
+
+
+def _short(nodes: list[int]) -> str:
+    return "{" + ", ".join(map(str, nodes[:5])) + (", ...}" if len(nodes) > 5 else "}")
+
+
+def load_matrix(path: str | Path) -> np.ndarray:
+    """Read W from a .npy file or a whitespace-separated text file (one row per line)."""
+    p = Path(path)
+    where = f"topology.matrix {p}"
+    require(p.is_file(), f"{where}: file not found")
+    try:
+        W = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(p, dtype=np.float64, ndmin=2)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{where}: cannot read a matrix ({' '.join(str(exc).split())})") from None
+    require(W.dtype.kind in "fiu", f"{where}: expected numbers, got dtype {W.dtype}")
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    require(W.ndim == 2 and W.shape[0] == W.shape[1],
+            f"{where}: expected a square n x n matrix, got shape {W.shape}")
+    return W
+
+
+# --------------------------------------------------------------------------- config
+
+
+def from_graph(name: str, graph: nx.Graph, weights: str = "metropolis") -> Topology:
+    """A validated :class:`Topology` of ``graph`` with the named weight rule."""
+    source = f"topology {name!r} (n={graph.number_of_nodes()})"
+    check_connected(graph, source)
+    require(weights in WEIGHTS,
+            f"config field topology.weights: unknown name {weights!r}; expected one of {', '.join(WEIGHTS)}")
+    W = WEIGHTS[weights](graph)
+    check_mixing_matrix(W, graph, source)
+    return Topology(name=name, graph=graph, W=W)
+
+
+def build(cfg: TopologySection) -> Topology:
+    """The topology a ``[topology]`` section describes (DESIGN §2); mistakes raise :class:`UserError`."""
+    require(cfg.name in NAMES,
+            f"config field topology.name: unknown name {cfg.name!r}; expected one of {', '.join(NAMES)}")
+    require(isinstance(cfg.n, int) and cfg.n >= 1,
+            f"config field topology.n: expected >= 1 agents, got {cfg.n}")
+    n = cfg.n
+    if cfg.name == "custom":
+        require(bool(cfg.matrix), "config field topology.matrix: a custom topology needs the path of W")
+        W = load_matrix(cfg.matrix)
+        source = f"topology.matrix {cfg.matrix}"
+        require(W.shape[0] == n, f"{source}: W is {W.shape[0]}x{W.shape[0]} but topology.n = {n}")
+        graph = graph_from_matrix(W)
+        check_mixing_matrix(W, graph, source)
+        return Topology(name="custom", graph=graph, W=W)
+    if cfg.name in ("grid", "torus") and cfg.shape:
+        require(len(cfg.shape) == 2,
+                f"config field topology.shape: expected [rows, cols], got {cfg.shape}")
+        graph = GRAPHS[cfg.name](n, cfg.shape)
+    elif cfg.name == "random":
+        graph = random_graph(n, cfg.degree, cfg.seed)
+    else:
+        graph = GRAPHS[cfg.name](n)
+    return from_graph(cfg.name, graph, cfg.weights)
