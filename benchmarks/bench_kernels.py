@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=10, help="timed calls per kernel; the best counts")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/kernels.json"))
     args = ap.parse_args(argv)
-    report = run([int(d) for d in args.dims], args.degrees, args.repeat)
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    report = {"command": command} | run([int(d) for d in args.dims], args.degrees, args.repeat)
     print(table(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

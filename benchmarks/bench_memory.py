@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import platform
+import sys
 import tracemalloc
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--degrees", nargs="+", type=int, default=[2, 4, 8, 16])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
     args = ap.parse_args(argv)
-    report = run(int(args.dim), args.degrees)
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    report = {"command": command} | run(int(args.dim), args.degrees)
     print(table(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

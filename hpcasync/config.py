@@ -95,6 +95,7 @@ class DelaySection:
     comm_cv: float = 1.0
     p: float = 0.1  # random-stragglers: probability per iteration (seed 002)
     s: float = 10.0  # random-stragglers: slowdown
+    drop: float = 0.0  # probability a message to one neighbour is lost (simulator only)
 
 
 @dataclass
@@ -244,6 +245,7 @@ def validate(cfg: Config) -> None:
         require(value > 0, f"config field delays.{name}: expected a mean/factor > 0, got {value}")
     require(dl.comm_cv >= 0, f"config field delays.comm_cv: expected >= 0, got {dl.comm_cv}")
     require(0 <= dl.p <= 1, f"config field delays.p: expected a probability in [0, 1], got {dl.p}")
+    require(0 <= dl.drop < 1, f"config field delays.drop: expected a probability in [0, 1), got {dl.drop}")
     require(0 <= dl.straggler < t.n,
             f"config field delays.straggler: expected an agent in 0..{t.n - 1}, got {dl.straggler}")
     require(cfg.budget.time > 0 or cfg.budget.gradients > 0,

@@ -69,6 +69,8 @@ class DelayModel:
     compute_means: tuple[float, ...] = ()
     comm_means: tuple[float, ...] = ()
     enabled: bool = True
+    drop: float = 0.0
+    drop_rng: np.random.Generator | None = None
 
     @property
     def n(self) -> int:
@@ -81,6 +83,11 @@ class DelayModel:
         if self.straggle_p > 0.0 and rng.random() < self.straggle_p:
             t *= self.straggle_s
         return t
+
+    def dropped(self) -> bool:
+        """Whether the next message to one receiver is lost (simulator only; probability ``drop``)."""
+        assert self.drop_rng is not None
+        return bool(self.drop_rng.random() < self.drop)
 
     def comm(self, i: int) -> float:
         """Duration of agent i's next outgoing transmission (time units)."""
@@ -128,4 +135,6 @@ def build(cfg: DelaySection, n: int, seed: int) -> DelayModel:
         compute_means=tuple(compute_mean),
         comm_means=tuple(comm_mean),
         enabled=enabled,
+        drop=cfg.drop,
+        drop_rng=np.random.default_rng([seed, 0xD809]),
     )

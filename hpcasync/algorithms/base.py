@@ -38,6 +38,8 @@ class AgentSetup:
     out_weights: dict[int, float]
     step: StepSize
     beta: float = 1.0
+    #: AD-PSGD: this agent is on the active side of the graph's bipartition
+    active: bool = True
 
 
 class Algorithm(abc.ABC):
@@ -61,11 +63,13 @@ class Algorithm(abc.ABC):
         self.rank = setup.rank
         self.x = setup.x0.astype(np.float64, copy=True)
         self.iteration = 0
-        self.last_grad_norm = 0.0
-        self.staleness = 0.0
 
     @property
     def model(self) -> np.ndarray:
+        return self.x
+
+    def initial_message(self) -> np.ndarray:
+        """What neighbours hold for this agent before its first ``push_model`` (x0 by default)."""
         return self.x
 
     def alpha(self) -> float:
@@ -77,10 +81,6 @@ class Algorithm(abc.ABC):
 
     def finish(self, t: Transport) -> None:  # noqa: B027 - optional hook
         """Called once after the engine stopped the loop (flush state, nothing by default)."""
-
-    def _record(self, g: np.ndarray) -> None:
-        self.iteration += 1
-        self.last_grad_norm = float(np.sqrt(np.dot(g, g)))
 
 
 _REGISTRY: dict[str, type[Algorithm]] = {}

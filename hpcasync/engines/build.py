@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 
 from hpcasync import topology as topo
@@ -30,9 +31,18 @@ def step_size(cfg: Config, n: int) -> StepSize:
     return StepSize(alpha, cfg.algorithm.decay if cfg.algorithm.schedule == "exponential" else 1.0)
 
 
+def active_side(topology: Topology, rank: int) -> bool:
+    """AD-PSGD's roles: agents coloured 0 in a 2-colouring of a bipartite graph are active."""
+    if topology.n == 1 or not topology.is_bipartite():
+        return True
+    return nx.bipartite.color(topology.graph)[rank] == 0
+
+
 def build_agent(cfg: Config, topology: Topology, rank: int, x0: np.ndarray) -> Algorithm:
+    cls = base.get(cfg.algorithm.name)
     setup = AgentSetup(
         rank=rank, n=topology.n, x0=x0, weights=topology.weights(rank),
         out_weights=topology.out_weights(rank), step=step_size(cfg, topology.n), beta=cfg.algorithm.beta,
+        active=active_side(topology, rank) if getattr(cls, "needs_bipartite", False) else True,
     )
-    return base.get(cfg.algorithm.name)(setup)
+    return cls(setup)

@@ -100,7 +100,8 @@ class Simulator:
         self._seq = 0
         self.clocks = [AgentClock() for _ in range(self.n)]
         self.transports = [
-            SimTransport(self, i, topology.neighbors(i), topology.neighbors(i), agents[i].x, agents[i].payload)
+            SimTransport(self, i, topology.neighbors(i), topology.neighbors(i), agents[i].initial_message(),
+                         agents[i].payload)
             for i in range(self.n)
         ]
         self.gens = [a.run(t) for a, t in zip(agents, self.transports, strict=True)]
@@ -111,6 +112,7 @@ class Simulator:
         self._mean = np.empty_like(agents[0].x)
         self._wall0 = time.perf_counter()
         self.evaluations: list[dict[str, float]] = []
+        self.problem: Any = None  # set by the runner, for callers that want the problem back
 
     # -- event heap ------------------------------------------------------------------------------
     def _push(self, t: float, kind: int, a: int, b: Any) -> None:
@@ -227,7 +229,10 @@ class Simulator:
 
     def _deliver(self, i: int, packet: Packet) -> None:
         tr = self.transports[i]
+        drop = self.delays.drop
         for j in tr.out_neighbors:
+            if drop and self.delays.dropped():
+                continue
             self.transports[j].receive(i, packet)
         tr.recycle(packet)
         tr.busy = False

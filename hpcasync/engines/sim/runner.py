@@ -40,10 +40,12 @@ def build_simulator(cfg: Config, recorder: Recorder | None = None,
     agents = [build_agent(cfg, topology, i, x0) for i in range(topology.n)]
     oracles = [problem.oracle(i, cfg.run.seed) for i in range(topology.n)]
     delays = delay_models.build(cfg.delays, topology.n, cfg.run.seed)
-    return Simulator(agents, oracles, topology, delays, budget_time=cfg.budget.time,
-                     budget_gradients=cfg.budget.gradients, evaluate=problem.evaluate,
-                     eval_interval=cfg.eval.interval, log_every=cfg.eval.log_every,
-                     recorder=recorder, progress=progress)
+    sim = Simulator(agents, oracles, topology, delays, budget_time=cfg.budget.time,
+                    budget_gradients=cfg.budget.gradients, evaluate=problem.evaluate,
+                    eval_interval=cfg.eval.interval, log_every=cfg.eval.log_every,
+                    recorder=recorder, progress=progress)
+    sim.problem = problem
+    return sim
 
 
 def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | None = None) -> Simulator:

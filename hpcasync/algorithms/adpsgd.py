@@ -1,0 +1,44 @@
+"""AD-PSGD (Lian et al. 2018), a baseline of seed 000 §5.
+
+The graph must be bipartite; one side is *active*. Every agent computes a
+gradient at a snapshot of x_i and applies it to its current model::
+
+    g ← ∇f_i(x̂_i; ξ);   x_i ← x_i − α·g
+
+and after each gradient an active agent picks a uniformly random neighbour j
+and atomically sets x_i, x_j ← (x_i + x_j)/2, waiting while j is busy in
+another exchange. Averaging preserves Σ_i x_i, so the average model drifts
+by −α Σ_i p_i ∇f_i where p_i is agent i's update frequency: AD-PSGD
+converges to a stationary point of Σ_i p_i f_i, not of Σ_i f_i (the bias
+seed 000 shows under stragglers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcasync.algorithms.base import AgentSetup, Algorithm, register
+from hpcasync.algorithms.transport import OpGenerator, Transport
+from hpcasync.kernels import axpy
+
+
+@register
+class ADPSGD(Algorithm):
+    name = "adpsgd"
+    payload = "none"
+    needs_bipartite = True
+    memory_models = "3"
+
+    def __init__(self, setup: AgentSetup) -> None:
+        super().__init__(setup)
+        self.rng = np.random.default_rng([setup.n, setup.rank, 0xAD])
+
+    def run(self, t: Transport) -> OpGenerator:
+        nbrs = list(t.out_neighbors)
+        while True:
+            g = yield from t.gradient(self.x)
+            axpy(self.x, -self.alpha(), g)
+            self.iteration += 1
+            if self.setup.active and nbrs:
+                peer = nbrs[int(self.rng.integers(len(nbrs)))]
+                yield from t.pair_average(peer, self.x)
