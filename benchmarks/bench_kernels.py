@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+
 from hpcasync.kernels import mixing as mk
 
 TARGET = 0.6

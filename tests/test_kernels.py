@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from hpcasync.kernels import (
     add_and_zero,
     adsgd_delta_step,
@@ -18,9 +22,6 @@ from hpcasync.kernels import (
     warmup,
     weighted_sum_into,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 DIMS = [1, 2, 7, 1023, 1024, 1025, 3001]
 DEGS = [0, 1, 2, 3, 5]
