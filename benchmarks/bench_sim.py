@@ -54,6 +54,7 @@ def main() -> None:
     rows = []
     print(f"{'agents':>6} {'algorithm':>12} {'events':>9} {'us/event':>9} {'events/s':>10}")
     for algorithm in args.algorithms:
+        measure(9, algorithm, 5, args.dim)  # load numba's cached kernels before timing
         for n in args.agents:
             r = measure(n, algorithm, args.gradients_per_agent, args.dim)
             rows.append(r)
