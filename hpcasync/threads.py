@@ -1,0 +1,83 @@
+"""Threads per rank for numba and BLAS (DESIGN §5: the cores per rank, 1 when oversubscribed).
+
+The count comes from, in order: ``SLURM_CPUS_PER_TASK`` (what ``srun -c``
+gave each task), ``OMP_NUM_THREADS`` (what the user asked for), else the
+node's usable cores divided by the ranks on this node. Whatever the source,
+when the ranks on the node already outnumber its cores each rank gets one
+thread: more would only make them preempt each other.
+
+:func:`configure` applies it with ``numba.set_num_threads`` (capped by
+``NUMBA_NUM_THREADS``, which numba reads once at import) and
+``threadpoolctl.threadpool_limits`` (OpenBLAS/MKL/OpenMP pools).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+_ENV_SOURCES = ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS")
+
+# threadpoolctl's limiter must stay alive for the limit to hold.
+_limiter: Any = None
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def node_cpus() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _positive_int(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        value = int(text.strip().split(",")[0].split("(")[0])
+    except ValueError:
+        return None
+    return value if value >= 1 else None
+
+
+def threads_per_rank(local_ranks: int, env: Mapping[str, str] | None = None,
+                     cpus: int | None = None, affinity: int | None = None) -> tuple[int, str]:
+    """(threads, where the number came from) for one of ``local_ranks`` ranks on this node."""
+    env = os.environ if env is None else env
+    cpus = node_cpus() if cpus is None else cpus
+    affinity = usable_cpus() if affinity is None else affinity
+    local_ranks = max(1, local_ranks)
+    if local_ranks >= cpus:
+        return 1, f"{local_ranks} ranks on {cpus} cores (oversubscribed or full)"
+    for name in _ENV_SOURCES:
+        value = _positive_int(env.get(name))
+        if value is not None:
+            value = min(value, affinity)
+            if value * local_ranks > cpus:
+                return 1, f"{name}={env[name]} × {local_ranks} ranks > {cpus} cores"
+            return value, name
+    return max(1, min(affinity, cpus // local_ranks)), f"{cpus} cores / {local_ranks} ranks"
+
+
+def configure(local_ranks: int, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Set numba's and the BLAS pools' thread counts for this rank; returns (threads, source)."""
+    global _limiter
+    threads, source = threads_per_rank(local_ranks, env)
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    except (ImportError, ValueError):
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _limiter = threadpool_limits(limits=threads)
+    except ImportError:
+        pass
+    return threads, source
