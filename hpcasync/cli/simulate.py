@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     out = output_dir(cfg, args.out)
     total = cfg.budget.time if cfg.budget.time > 0 else None
-    with tqdm(total=total, desc=f"{cfg.run.name} [{cfg.algorithm.name}]", unit="t", disable=args.quiet,
+    with tqdm(total=total, desc=f"{cfg.run.name} [{cfg.algorithm.name}]", unit="t", disable=True if args.quiet else None,
               leave=False, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} time units [{elapsed}<{remaining}]",
               ) as bar:
         def progress(now: float) -> None:

@@ -1,0 +1,138 @@
+"""Per-rank "notice board": counters and the model the monitor reads, all one-sided (DESIGN §5).
+
+Every rank of the job (workers and monitor) owns two windows, each held in
+one ``Lock_all(MODE_NOCHECK)`` epoch like :mod:`windows`:
+
+* a word window of :data:`WORDS` int64 per rank: ``SEQ`` the seqlock word of
+  the model published for the monitor, ``ITER`` the worker's update count
+  (read by neighbours for staleness and by the monitor for the gradient
+  column), ``TOTAL`` (rank 0 only) the job-wide gradient counter of a
+  gradient budget (``Fetch_and_op(SUM)``);
+* a data window of two model buffers per worker (only when the job has a
+  monitor rank).
+
+The model is published *into the worker's own window* and *pulled* by the
+monitor: the worker only copies d floats locally and bumps its own word, so
+it never sends anything, never waits, and its memory does not depend on the
+number of workers; the monitor copies one model at a time. The seqlock is
+§5.1's with the roles of the windows swapped: the writer sets its word to
+2u−1, writes buffer u mod 2, sets the word to 2u; the reader fetches the word
+w1 remotely, copies buffer ⌊w1/2⌋ mod 2, fetches the word again as w2 and
+keeps the copy iff w2 < 2⌊w1/2⌋ + 3.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from hpcasync.engines.mpi.windows import _Epoch
+
+SEQ, ITER, TOTAL = 0, 1, 2
+WORDS = 3
+_W = MPI.INT64_T
+
+
+class Board(_Epoch):
+    """Collective over ``comm`` (all ranks). ``publishes`` is True on workers of a job with a monitor."""
+
+    def __init__(self, comm: MPI.Comm, dim: int, publishes: bool, x0: np.ndarray | None = None) -> None:
+        super().__init__(comm)
+        self.dim = int(dim)
+        self.publishes = bool(publishes)
+        self.published = 0
+        self.retries = 0
+        self._one = np.zeros(1, np.int64)
+        self._res = np.zeros(1, np.int64)
+        self._dummy = np.zeros(1, np.int64)
+        try:
+            self._words_win, wmem = self._allocate(WORDS * 8)
+            nbytes = 2 * self.dim * 8 if self.publishes else 0
+            self._data_win, dmem = self._allocate(nbytes)
+            self._words = np.frombuffer(wmem, np.int64)
+            self._words[:] = 0
+            if self.publishes:
+                data = np.frombuffer(dmem, np.float64).reshape(2, self.dim)
+                data[:] = 0.0 if x0 is None else np.asarray(x0, np.float64)
+            self._open_epochs()
+        except BaseException:
+            self.free()
+            raise
+
+    def _release_views(self) -> None:
+        self._words = np.zeros(0, np.int64)
+
+    # -- counters ----------------------------------------------------------------------
+    def _set_own(self, index: int, value: int) -> None:
+        self._one[0] = value
+        self._words_win.Accumulate([self._one, 1, _W], self.rank, target=(index, 1, _W), op=MPI.REPLACE)
+        self._words_win.Flush(self.rank)
+
+    def set_iteration(self, k: int) -> None:
+        """Make this worker's update count ``k`` visible (an atomic store into its own window)."""
+        self._check_open()
+        self._set_own(ITER, k)
+
+    def read_iterations(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
+        """``out[r] ←`` update count of ``ranks[r]`` (atomic remote reads, one flush)."""
+        self._check_open()
+        win = self._words_win
+        for r, j in enumerate(ranks):
+            win.Get_accumulate([self._dummy, 1, _W], [out[r:r + 1], 1, _W], j, target=(ITER, 1, _W),
+                               op=MPI.NO_OP)
+        win.Flush_all()
+        return out
+
+    def add_total(self, k: int) -> int:
+        """Add ``k`` gradients to the job-wide counter on rank 0; returns the new total."""
+        self._check_open()
+        self._one[0] = k
+        self._words_win.Fetch_and_op([self._one, 1, _W], [self._res, 1, _W], 0, TOTAL, MPI.SUM)
+        self._words_win.Flush(0)
+        return int(self._res[0]) + k
+
+    # -- the model the monitor reads ---------------------------------------------------
+    def publish(self, x: np.ndarray) -> None:
+        """Seqlock write of ``x`` into this worker's own buffers (local copies, no remote traffic)."""
+        self._check_open()
+        if not self.publishes:
+            return
+        u = self.published + 1
+        self._set_own(SEQ, 2 * u - 1)
+        dwin = self._data_win
+        dwin.Put([np.ascontiguousarray(x, np.float64), self.dim, MPI.DOUBLE], self.rank,
+                 target=((u % 2) * self.dim, self.dim, MPI.DOUBLE))
+        dwin.Flush(self.rank)
+        self._set_own(SEQ, 2 * u)
+        self.published = u
+
+    def _fetch(self, j: int, index: int) -> int:
+        win = self._words_win
+        win.Fetch_and_op([self._dummy, 1, _W], [self._res, 1, _W], j, index, MPI.NO_OP)
+        win.Flush(j)
+        return int(self._res[0])
+
+    def read_model(self, j: int, out: np.ndarray) -> int:
+        """Copy worker ``j``'s newest complete published model into ``out``; returns its number.
+
+        Never waits for ``j``: a copy that ``j`` may have overwritten meanwhile
+        is discarded and redone, with a growing sleep after the first retries.
+        """
+        self._check_open()
+        attempt = 0
+        w1 = self._fetch(j, SEQ)
+        while True:
+            d = w1 // 2
+            self._data_win.Get([out, self.dim, MPI.DOUBLE], j, target=((d % 2) * self.dim, self.dim, MPI.DOUBLE))
+            self._data_win.Flush(j)
+            w2 = self._fetch(j, SEQ)
+            if w2 < 2 * d + 3:
+                return d
+            self.retries += 1
+            attempt += 1
+            w1 = w2
+            if attempt > 2:
+                time.sleep(min(1e-5 * 2 ** (attempt - 2), 1e-3))

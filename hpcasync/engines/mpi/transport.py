@@ -1,0 +1,268 @@
+"""The MPI transport: DESIGN §3's interface on one-sided RMA windows, plus the blocking collectives.
+
+Non-blocking calls (what the asynchronous algorithms use):
+
+* ``push_model(v)`` → the :class:`~hpcasync.engines.mpi.outbox.Outbox`
+  (a newer model replaces a queued one) → when the transmission lands:
+  :meth:`ModelSlots.publish` into every out-neighbour (§5.1). The model
+  number written into the seqlock word is the writer's iteration count, so a
+  reader knows how many updates behind each neighbour's model is
+  (staleness). Numbers only grow, which is all the seqlock needs (a
+  publication into the buffer being copied always announces a number ≥ d+2).
+* ``latest_models()`` → :meth:`ModelSlots.read_all` into one local
+  ``(deg, d)`` array.
+* ``push_delta(j, c·Δ)`` → outbox → :meth:`DeltaAccumulator.accumulate`.
+* ``drain_into(s)``: Alg. 3's deltas land directly in the s_i window. When
+  the runner passes ``delta_target`` (the algorithm's s_i, whose initial
+  value the window starts from), the window *is* s_i and ``drain_into(s)``
+  is an atomic :meth:`DeltaAccumulator.snapshot_into` (measured 5× cheaper
+  than a drain at d = 1e6): exact, because s changes only through this
+  call. Otherwise it is a true drain (``Get_accumulate(REPLACE)``).
+
+Blocking collectives (DSGD, AllReduce SGD) run on the worker communicator
+as non-blocking MPI calls completed by the runner's ``wait`` (short sleeps,
+never a busy spin, so oversubscribed ranks do not steal each other's
+cores). Two extra numbers ride along each round: the sender's injected
+"available at" time (send time + one sampled communication delay, as in the
+simulator a round completes when the slowest contribution has travelled)
+and the stop round, so that every rank stops after the same round.
+
+Every call is timed into ``comm_s`` and every byte counted (``bytes_sent``,
+``messages_sent``: what the windows moved, seqlock words included, plus the
+collectives' payloads).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from hpcasync.algorithms.transport import Transport
+from hpcasync.engines.mpi.outbox import Outbox
+from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
+
+NEVER = 2**62  # "no stop round agreed yet"
+
+
+class _NumberedSlots(ModelSlots):
+    """ModelSlots whose model numbers are given by the writer (strictly increasing, may skip)."""
+
+    def publish_as(self, x: np.ndarray, number: int) -> int:
+        self.published = max(int(number), self.published + 1) - 1
+        return self.publish(x)
+
+
+class MpiTransport(Transport):
+    """Agent ``rank``'s endpoint. Collective to construct and to :meth:`free` (over ``comm``).
+
+    ``payload`` is the algorithm's (``model``, ``delta`` or ``none``);
+    ``synchronous`` builds the neighbour communicator of DSGD's exchange.
+    ``iteration()`` returns the agent's update count (the number of a pushed
+    model). ``comm_delay()`` returns one injected transmission time in
+    seconds, or is None to send at once.
+    """
+
+    def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
+                 x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
+                 comm_delay: Callable[[], float] | None = None, delta_target: np.ndarray | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.n = comm.Get_size()
+        self.in_neighbors = [int(j) for j in in_neighbors]
+        self.out_neighbors = [int(j) for j in out_neighbors]
+        self.dim = int(x0.size)
+        self.payload = payload
+        self.iteration = iteration
+        self.comm_delay = comm_delay
+        self.clock = clock
+        self.comm_s = 0.0  # seconds spent in RMA calls (sends, reads, drains)
+        self._coll_bytes = 0
+        self._coll_messages = 0
+        self.slots: _NumberedSlots | None = None
+        self.acc: DeltaAccumulator | None = None
+        self.graph_comm: MPI.Comm | None = None
+        self.versions = np.zeros(len(self.in_neighbors), np.int64)  # model numbers last read
+        self._snapshot = delta_target
+        self._latest = np.empty((0, self.dim))
+        try:
+            if payload == "model":
+                self.slots = _NumberedSlots(comm, self.dim, self.in_neighbors, self.out_neighbors, x0=x0)
+                self._latest = np.tile(np.asarray(x0, np.float64), (len(self.in_neighbors), 1))
+            elif payload == "delta":
+                initial = None if delta_target is None else np.array(delta_target, np.float64)
+                self.acc = DeltaAccumulator(comm, self.dim, self.out_neighbors, initial=initial)
+            if synchronous:
+                self.graph_comm = comm.Create_dist_graph_adjacent(self.in_neighbors, self.out_neighbors,
+                                                                  reorder=False)
+        except BaseException:
+            self.free()
+            raise
+        self.outbox = Outbox(self.dim, self._send_model, self._send_delta, comm_delay, clock)
+        # collective buffers: the payload plus [stop round, available-at time]
+        self._sync_send = np.empty(0)
+        self._sync_recv = np.empty((0, 0))
+        self._flags = np.zeros(2)
+        self._flags_out = np.zeros(2)
+
+    # -- counters ----------------------------------------------------------------------
+    @property
+    def bytes_sent(self) -> int:  # type: ignore[override]
+        b = self._coll_bytes
+        if self.slots is not None:
+            b += self.slots.bytes_sent
+        if self.acc is not None:
+            b += self.acc.bytes_sent
+        return b
+
+    @property
+    def messages_sent(self) -> int:  # type: ignore[override]
+        m = self._coll_messages
+        if self.slots is not None:
+            m += self.slots.messages_sent
+        if self.acc is not None:
+            m += self.acc.messages_sent
+        return m
+
+    @property
+    def slot_retries(self) -> int:
+        return 0 if self.slots is None else self.slots.retries
+
+    # -- sends (called by the outbox) ------------------------------------------------------
+    def _send_model(self, v: np.ndarray, number: int) -> None:
+        assert self.slots is not None
+        t0 = self.clock()
+        self.slots.publish_as(v, number)
+        self.comm_s += self.clock() - t0
+
+    def _send_delta(self, j: int, delta: np.ndarray, scale: float) -> None:
+        assert self.acc is not None
+        t0 = self.clock()
+        self.acc.accumulate(j, delta, scale)
+        self.comm_s += self.clock() - t0
+
+    # -- Transport: non-blocking -------------------------------------------------------------
+    def push_model(self, v: np.ndarray) -> None:
+        if self.slots is None:
+            raise RuntimeError(f"push_model on a transport for payload {self.payload!r}")
+        if self.outbox.immediate:  # the send itself is timed by _send_model
+            self.outbox.push_model(v, self.iteration())
+            return
+        t0 = self.clock()
+        self.outbox.push_model(v, self.iteration())
+        self.comm_s += self.clock() - t0
+
+    def latest_models(self) -> np.ndarray:
+        if self.slots is None:
+            raise RuntimeError(f"latest_models on a transport for payload {self.payload!r}")
+        t0 = self.clock()
+        self.versions = self.slots.read_all(self._latest)
+        self.comm_s += self.clock() - t0
+        return self._latest
+
+    def push_delta(self, j: int, delta: np.ndarray, scale: float = 1.0) -> None:
+        if self.acc is None:
+            raise RuntimeError(f"push_delta on a transport for payload {self.payload!r}")
+        if self.outbox.immediate:
+            self.outbox.push_delta(j, delta, scale)
+            return
+        t0 = self.clock()
+        self.outbox.push_delta(j, delta, scale)
+        self.comm_s += self.clock() - t0
+
+    def drain_into(self, s: np.ndarray) -> None:
+        if self.acc is None:
+            raise RuntimeError(f"drain_into on a transport for payload {self.payload!r}")
+        t0 = self.clock()
+        if self._snapshot is not None:
+            if s is not self._snapshot:
+                raise RuntimeError("drain_into: this transport keeps s_i in its window; pass the same "
+                                   "array it was built with (delta_target)")
+            self.acc.snapshot_into(s)
+        else:
+            self.acc.drain_into(s)
+        self.comm_s += self.clock() - t0
+
+    # -- staleness ---------------------------------------------------------------------------
+    def staleness(self, neighbor_iterations: np.ndarray) -> float:
+        """Mean over in-neighbours of (their update count − number of their model last mixed here)."""
+        if self.slots is None or not self.in_neighbors:
+            return math.nan
+        return float(np.mean(neighbor_iterations - self.versions))
+
+    # -- blocking collectives, performed by the runner ------------------------------------------
+    def _sync_buffers(self, d: int, rows: int) -> None:
+        if self._sync_send.size != d + 2:
+            self._sync_send = np.empty(d + 2)
+        if self._sync_recv.shape != (rows, d + 2):
+            self._sync_recv = np.empty((rows, d + 2))
+
+    def start_allreduce(self, v: np.ndarray, stop_round: int, available_at: float) -> list[MPI.Request]:
+        """Iallreduce(SUM) of v and Iallreduce(MAX) of [−stop round, available-at] (two requests)."""
+        d = v.size
+        self._sync_buffers(d, 1)
+        send, recv = self._sync_send[:d], self._sync_recv[0, :d]
+        np.copyto(send, v)
+        self._flags[0] = -float(stop_round)  # MAX of −round = the earliest proposal
+        self._flags[1] = available_at
+        n = self.n
+        self._coll_bytes += int(2 * (n - 1) * (v.nbytes + 16) / n) if n > 1 else 0
+        self._coll_messages += 2 * (n - 1)
+        return [self.comm.Iallreduce(send, recv, op=MPI.SUM),
+                self.comm.Iallreduce(self._flags, self._flags_out, op=MPI.MAX)]
+
+    def finish_allreduce(self) -> tuple[np.ndarray, int, float]:
+        """(mean of v, agreed stop round, time the slowest contribution is available)."""
+        d = self._sync_send.size - 2
+        mean = self._sync_recv[0, :d] / self.n
+        return mean, int(-self._flags_out[0]), float(self._flags_out[1])
+
+    def start_exchange(self, v: np.ndarray, stop_round: int, available_at: float) -> list[MPI.Request]:
+        """Ineighbor_allgather of [v, stop round, available-at] on the graph communicator."""
+        assert self.graph_comm is not None, "transport built without synchronous=True"
+        d = v.size
+        deg = len(self.in_neighbors)
+        self._sync_buffers(d, deg)
+        send = self._sync_send
+        send[:d] = v
+        send[d] = float(stop_round)
+        send[d + 1] = available_at
+        self._coll_bytes += send.nbytes * len(self.out_neighbors)
+        self._coll_messages += len(self.out_neighbors)
+        return [self.graph_comm.Ineighbor_allgather(send, self._sync_recv)]
+
+    def finish_exchange(self, stop_round: int) -> tuple[np.ndarray, int, float]:
+        """(in-neighbours' models as a fresh (deg, d) array, min stop round seen, latest available-at)."""
+        d = self._sync_send.size - 2
+        recv = self._sync_recv
+        if recv.shape[0] == 0:
+            return np.empty((0, d)), stop_round, -math.inf
+        models = np.ascontiguousarray(recv[:, :d])
+        return models, min(stop_round, int(recv[:, d].min())), float(recv[:, d + 1].max())
+
+    def start_barrier(self) -> list[MPI.Request]:
+        return [self.comm.Ibarrier()]
+
+    # -- teardown ------------------------------------------------------------------------------
+    def free(self) -> None:
+        """Free the windows and the graph communicator (collective). Idempotent; frees all on error."""
+        first: BaseException | None = None
+        for obj in (self.slots, self.acc):
+            if obj is None:
+                continue
+            try:
+                obj.free()
+            except BaseException as exc:  # keep freeing
+                first = first or exc
+        if self.graph_comm is not None:
+            try:
+                self.graph_comm.Free()
+            except BaseException as exc:
+                first = first or exc
+            self.graph_comm = None
+        if first is not None:
+            raise first
