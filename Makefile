@@ -38,13 +38,17 @@ install-torch: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 
 DEMO_OUT ?= runs/demo
+DEMO_RANKS ?= 10
+# seed 000 case 5 on MPI: 9 agents (3x3 grid) + 1 monitor rank, 40 s each, then the report (~3 min on 2 cores)
 demo: $(VENV)/.installed
 	@rm -rf $(DEMO_OUT)
-	@for alg in adsgd adsgd-delta dsgd allreduce; do \
-	  $(BIN)/hpcasync simulate configs/digits-grid/case5-$$alg.toml --out $(DEMO_OUT)/$$alg || exit $$?; \
+	@for alg in adsgd dsgd allreduce; do \
+	  echo "$(MPIEXEC) -n $(DEMO_RANKS) $(BIN)/hpcasync run configs/mpi/demo-case5-$$alg.toml --out $(DEMO_OUT)/$$alg"; \
+	  $(MPIEXEC) -n $(DEMO_RANKS) $(BIN)/hpcasync run configs/mpi/demo-case5-$$alg.toml --out $(DEMO_OUT)/$$alg \
+	    || exit $$?; \
 	done
-	$(BIN)/hpcasync report $(DEMO_OUT)/adsgd $(DEMO_OUT)/adsgd-delta $(DEMO_OUT)/dsgd $(DEMO_OUT)/allreduce \
-	  --out $(DEMO_OUT)/report --target 0.9
+	$(BIN)/hpcasync report $(DEMO_OUT)/adsgd $(DEMO_OUT)/dsgd $(DEMO_OUT)/allreduce \
+	  --out $(DEMO_OUT)/report --target 0.9 --time wall
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -61,3 +65,43 @@ bench: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# `make reproduce`: seed 000's experiments in the simulator on the digits data, from scratch
+# (configs/seed000/*.toml: 149 runs), then the figures and tables of docs/reproduction.md, copied
+# into docs/figures/. Simulator only; about half an hour on 2 cores (docs/figures/wall_time.txt).
+REPRO_OUT ?= runs/seed000
+REPRO_DOC := docs/figures
+REPRO_SWEEPS := grid ring_scaling ablation_straggler ablation_beta
+# report file -> docs/figures name
+REPRO_COPY := grid/report/loss_rho1.png:grid_loss_rho1.png grid/report/accuracy_rho1.png:grid_accuracy_rho1.png \
+  grid/report/loss_rho0.png:grid_loss_rho0.png grid/report/accuracy_rho0.png:grid_accuracy_rho0.png \
+  grid/report/accuracy_rho0.5.png:grid_accuracy_rho0.5.png \
+  grid/report/time_to_target.png:grid_time_to_target.png grid/report/time_to_target.md:grid_time_to_target.md \
+  grid/report/time_to_target.csv:grid_time_to_target.csv grid/report/staleness.md:grid_staleness.md \
+  ring/report/scaling.png:ring_scaling.png ring/report/scaling_loss.png:ring_scaling_loss.png \
+  ring/report/scaling.md:ring_scaling.md \
+  ablation_straggler/report/time_to_target.png:ablation_straggler_time_to_target.png \
+  ablation_straggler/report/time_to_target.md:ablation_straggler_time_to_target.md \
+  ablation_beta/report/loss_all.png:ablation_beta_loss.png \
+  ablation_beta/report/time_to_target.md:ablation_beta_time_to_target.md
+reproduce: $(VENV)/.installed
+	rm -rf $(REPRO_OUT)
+	@mkdir -p $(REPRO_DOC)
+	@start=$$(date +%s); \
+	for s in $(REPRO_SWEEPS); do \
+	  $(BIN)/hpcasync sweep configs/seed000/$$s.toml --out $(REPRO_OUT)/$$(echo $$s | sed 's/_scaling//') \
+	    || exit $$?; \
+	done; \
+	for pair in $(REPRO_COPY); do cp $(REPRO_OUT)/$${pair%%:*} $(REPRO_DOC)/$${pair##*:} || exit $$?; done; \
+	secs=$$(( $$(date +%s) - start )); \
+	echo "make reproduce: $$secs s wall ($$(( secs / 60 )) min $$(( secs % 60 )) s), $$(nproc) cores, $$(date -u +%F)" \
+	  | tee $(REPRO_DOC)/wall_time.txt
+
+# `make reproduce-mpi` (optional): the ring-scaling runs on MPI, 1 to 16 agents (configs/seed000/mpi_ring.toml)
+.PHONY: reproduce-mpi
+reproduce-mpi: $(VENV)/.installed
+	rm -rf $(REPRO_OUT)/mpi_ring
+	$(BIN)/hpcasync sweep configs/seed000/mpi_ring.toml --out $(REPRO_OUT)/mpi_ring
+	@mkdir -p $(REPRO_DOC)
+	cp $(REPRO_OUT)/mpi_ring/report/scaling.png $(REPRO_DOC)/mpi_ring_scaling.png
+	cp $(REPRO_OUT)/mpi_ring/report/scaling.md $(REPRO_DOC)/mpi_ring_scaling.md

@@ -31,6 +31,14 @@ A sweep file is TOML::
     # command = "hpcasync launch {config} --out {out}"   # run each as this subprocess instead
     # timeout = 3600                              # seconds per subprocess run
 
+    # optional: after the runs, `hpcasync report` on them (same meaning as its options)
+    [report]
+    out = "runs/seed000/grid/report"              # default: OUT/report (OUT as given by --out)
+    target = 0.9                                  # default: the runs' eval.target_accuracy
+    smooth = 5                                    # time to target on a 5-evaluation moving average
+    xmax = 20000                                  # cut the curves' time axis
+    time = "virtual"                              # virtual | wall
+
 Every expanded config is validated (fields and graph) before any run starts,
 so a typo fails at once. A run whose ``run.h5`` says ``complete = True`` and
 whose stored config equals the expanded one is skipped; a partial run, or one
@@ -65,6 +73,7 @@ from hpcasync.errors import UserError, require
 
 ENGINES = ("sim", "mpi")
 OPTION_KEYS = ("name", "out", "jobs", "engine", "command", "timeout")
+REPORT_KEYS = ("out", "target", "smooth", "xmax", "time")
 RESERVED = ("options", "zip", "exclude")
 CONFIGS_DIR = "_configs"
 DEFAULT_COMMANDS = {"mpi": [sys.executable, "-m", "hpcasync", "launch", "{config}", "--out", "{out}"]}
@@ -75,6 +84,10 @@ _BAD_NAME = re.compile(r"[^\w.+=,@-]")
 
 # status of a run directory before the sweep runs
 NEW, DONE, STALE, PARTIAL = "new", "done", "stale", "partial"
+
+
+class RunFailedError(Exception):
+    """A run's subprocess failed; the message says how (reported as is, without a traceback)."""
 
 
 @dataclass
@@ -101,6 +114,7 @@ class Sweep:
     command: list[str] | None
     timeout: float | None
     axes: list[list[str]] = field(default_factory=list)
+    report: dict[str, Any] | None = None
 
 
 @dataclass
@@ -247,8 +261,9 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = (), *, out: str | No
     """
     path = Path(path)
     doc = _load_toml(path, "sweep file")
-    unknown = set(doc) - {"base", "sweep"}
-    require(not unknown, f"sweep file {path}: unknown table(s) {', '.join(sorted(unknown))}; expected [base], [sweep]")
+    unknown = set(doc) - {"base", "sweep", "report"}
+    require(not unknown, f"sweep file {path}: unknown table(s) {', '.join(sorted(unknown))}; "
+                         "expected [base], [sweep], [report]")
     raw_base = _base_raw(doc, path)
     for text in overrides:
         section, name, value = config_mod.parse_override(text)
@@ -343,7 +358,10 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = (), *, out: str | No
                 continue
         label = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "the base config"
         rwhere = f"sweep file {path}: run ({label})"
-        cfg = config_mod.from_dict(raw, source=rwhere) if raw else Config()
+        try:
+            cfg = config_mod.from_dict(raw, source="config")
+        except UserError as exc:
+            raise UserError(f"{rwhere}: {exc}") from None
         name = render_name(template, _as_flat(cfg), rwhere) if template else _default_name(values)
         if name in names:
             other = ", ".join(f"{k}={v!r}" for k, v in names[name].items())
@@ -360,7 +378,51 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = (), *, out: str | No
                             config_file=out_dir / CONFIGS_DIR / f"{name}.toml"))
     require(runs or patterns, f"sweep file {path}: every combination is excluded; nothing to run")
     return Sweep(path=path, runs=runs, out=out_dir, jobs=n_jobs, engine=engine, command=command,
-                 timeout=None if timeout is None else float(timeout), axes=axis_keys)
+                 timeout=None if timeout is None else float(timeout), axes=axis_keys,
+                 report=_report_options(doc, path, out_dir))
+
+
+def _report_options(doc: dict[str, Any], path: Path, out_dir: Path) -> dict[str, Any] | None:
+    """The [report] table, checked, with defaults filled in; None when the file has none."""
+    if "report" not in doc:
+        return None
+    rep = doc["report"]
+    where = f"sweep file {path}: [report]"
+    require(isinstance(rep, dict), f"{where} must be a table")
+    for key in rep:
+        require(key in REPORT_KEYS, f"{where} key {key!r}: unknown option; expected one of {', '.join(REPORT_KEYS)}")
+    target = rep.get("target")
+    require(target is None or (isinstance(target, int | float) and 0 < target <= 1),
+            f"{where} key 'target': expected an accuracy in (0, 1], got {target!r}")
+    smooth = rep.get("smooth", 1)
+    require(isinstance(smooth, int) and smooth >= 1 and smooth % 2 == 1,
+            f"{where} key 'smooth': expected an odd number of evaluations >= 1, got {smooth!r}")
+    xmax = rep.get("xmax")
+    require(xmax is None or (isinstance(xmax, int | float) and xmax > 0),
+            f"{where} key 'xmax': expected a time > 0, got {xmax!r}")
+    time_key = rep.get("time")
+    require(time_key in (None, "virtual", "wall"), f"{where} key 'time': expected virtual or wall, got {time_key!r}")
+    out = rep.get("out", str(out_dir / "report"))
+    require(isinstance(out, str), f"{where} key 'out': expected a directory path, got {out!r}")
+    return {"out": Path(out), "target": None if target is None else float(target), "smooth": smooth,
+            "xmax": None if xmax is None else float(xmax), "time_key": time_key}
+
+
+def report_sweep(sweep: Sweep, echo: Callable[[str], None] = print) -> Path | None:
+    """``[report]`` of the sweep file on its finished runs (skipped without [report] or finished runs)."""
+    if sweep.report is None:
+        return None
+    from hpcasync.results.report import make_report
+
+    dirs = [spec.out_dir for spec in sweep.runs if (spec.out_dir / "run.h5").is_file()]
+    if not dirs:
+        echo(f"report: no finished runs under {sweep.out}; nothing to report")
+        return None
+    opts = sweep.report
+    result = make_report(dirs, opts["out"], target=opts["target"], time_key=opts["time_key"], echo=False,
+                         smooth=opts["smooth"], xmax=opts["xmax"])
+    echo(f"report: {len(dirs)} runs -> {opts['out']} ({len(result['files'])} files)")
+    return opts["out"]
 
 
 def _check_graph(cfg: Config, where: str) -> None:
@@ -437,17 +499,17 @@ def execute_sim(config_toml: str, out_dir: str) -> str:
 
 
 def execute_command(command: list[str], timeout: float | None) -> str:
-    """Run one subprocess; UserError-like one-line failure from its last stderr line."""
+    """Run one subprocess; on failure, RunFailedError with its exit status and last stderr line."""
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
-        raise RuntimeError(f"cannot start {command[0]!r}: {exc.strerror}") from None
+        raise RunFailedError(f"cannot start {command[0]!r}: {exc.strerror}") from None
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"timed out after {timeout:g} s: {shlex.join(command)}") from None
+        raise RunFailedError(f"timed out after {timeout:g} s: {shlex.join(command)}") from None
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout or "").strip().splitlines() if ln.strip()]
         why = lines[-1] if lines else "no output"
-        raise RuntimeError(f"exit status {proc.returncode}: {why}")
+        raise RunFailedError(f"exit status {proc.returncode}: {why}")
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "ok"
 
@@ -463,7 +525,7 @@ def _execute(job: dict[str, Any]) -> Outcome:
         else:
             message = execute_command(job["command"], job["timeout"])
         return Outcome(job["name"], True, message, time.perf_counter() - start)
-    except UserError as exc:
+    except (UserError, RunFailedError) as exc:
         return Outcome(job["name"], False, str(exc), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - reported, never re-raised: the sweep goes on
         where = traceback.extract_tb(exc.__traceback__)
@@ -510,18 +572,21 @@ def run_sweep(sweep: Sweep, *, force: bool = False, echo: Callable[[str], None] 
     if sweep.runs:
         write_configs(sweep, sweep.runs)
     echo(f"sweep {sweep.path}: {len(sweep.runs)} runs, {len(result.skipped)} already done, "
-         f"{len(todo)} to run, {min(sweep.jobs, max(len(todo), 1))} at a time -> {sweep.out}")
+         f"{len(todo)} to run, {min(sweep.jobs, len(todo))} at a time -> {sweep.out}")
     if not todo:
         return result
     jobs = [job_for(sweep, spec) for spec in todo]
-    with tqdm(total=len(jobs), unit="run", desc="sweep", disable=not progress, dynamic_ncols=True) as bar:
+    show = progress and sys.stderr.isatty()
+    with tqdm(total=len(jobs), unit="run", desc="sweep", disable=not show, dynamic_ncols=True) as bar:
         def record(outcome: Outcome) -> None:
+            k = len(result.done) + len(result.failed) + 1
+            where = f"[{k}/{len(jobs)}]"
             if outcome.ok:
                 result.done.append(outcome)
-                bar.write(f"done   {outcome.name} ({outcome.seconds:.1f} s): {outcome.message}")
+                bar.write(f"{where} done   {outcome.name} ({outcome.seconds:.1f} s): {outcome.message}")
             else:
                 result.failed.append(outcome)
-                bar.write(f"FAILED {outcome.name} ({outcome.seconds:.1f} s): {outcome.message}")
+                bar.write(f"{where} FAILED {outcome.name} ({outcome.seconds:.1f} s): {outcome.message}")
             bar.update(1)
 
         if sweep.jobs == 1:
@@ -557,7 +622,7 @@ def _run_pool(jobs: list[dict[str, Any]], workers: int, record: Callable[[Outcom
                     broken = True
                     record(Outcome(job["name"], False, "its worker process died (killed or crashed)"))
             if broken:
-                for fut, job in inflight.items():
+                for job in inflight.values():
                     record(Outcome(job["name"], False, "its worker process died (killed or crashed)"))
                 inflight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)

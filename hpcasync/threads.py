@@ -2,9 +2,10 @@
 
 The count comes from, in order: ``SLURM_CPUS_PER_TASK`` (what ``srun -c``
 gave each task), ``OMP_NUM_THREADS`` (what the user asked for), else the
-node's usable cores divided by the ranks on this node. Whatever the source,
-when the ranks on the node already outnumber its cores each rank gets one
-thread: more would only make them preempt each other.
+node's cores divided by the ranks on this node; never more than that share
+(nor than the rank's affinity mask). When the ranks on the node already fill
+or outnumber its cores each rank gets one thread: more would only make them
+preempt each other.
 
 :func:`configure` applies it with ``numba.set_num_threads`` (capped by
 ``NUMBA_NUM_THREADS``, which numba reads once at import) and
@@ -57,10 +58,10 @@ def threads_per_rank(local_ranks: int, env: Mapping[str, str] | None = None,
     for name in _ENV_SOURCES:
         value = _positive_int(env.get(name))
         if value is not None:
-            value = min(value, affinity)
-            if value * local_ranks > cpus:
-                return 1, f"{name}={env[name]} × {local_ranks} ranks > {cpus} cores"
-            return value, name
+            share = max(1, cpus // local_ranks)
+            if value > share:
+                return min(share, affinity), f"{name}={env[name]} capped to {cpus} cores / {local_ranks} ranks"
+            return min(value, affinity), name
     return max(1, min(affinity, cpus // local_ranks)), f"{cpus} cores / {local_ranks} ranks"
 
 

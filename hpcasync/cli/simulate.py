@@ -24,8 +24,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     out = output_dir(cfg, args.out)
     total = cfg.budget.time if cfg.budget.time > 0 else None
-    with tqdm(total=total, desc=f"{cfg.run.name} [{cfg.algorithm.name}]", unit="t", disable=True if args.quiet else None,
-              leave=False, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} time units [{elapsed}<{remaining}]",
+    quiet = True if args.quiet else None  # None: tqdm shows the bar on a terminal only
+    with tqdm(total=total, desc=f"{cfg.run.name} [{cfg.algorithm.name}]", unit="t", disable=quiet, leave=False,
+              bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} time units [{elapsed}<{remaining}]",
               ) as bar:
         def progress(now: float) -> None:
             bar.update(now - bar.n)

@@ -3,7 +3,9 @@
 Every run's config is checked before the first one starts. Finished runs
 (run.h5 complete, same config) are skipped, so an interrupted sweep picks up
 where it stopped. A failing run is reported in one line and the others go on;
-the exit status is 1 if any run failed, 2 for a bad sweep file. See
+the exit status is 1 if any run failed, 2 for a bad sweep file. A [report]
+table in the file writes `hpcasync report`'s figures and tables once the
+runs are done. See
 hpcasync/sweep.py (or docs/reproduction.md) for the file format.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from hpcasync.errors import UserError
-from hpcasync.sweep import STALE, load_sweep, run_status, run_sweep
+from hpcasync.sweep import STALE, load_sweep, report_sweep, run_status, run_sweep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="run again even the runs that are finished")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep = p.add_mutually_exclusive_group()
+    rep.add_argument("--no-report", action="store_true", help="skip the file's [report] after the runs")
+    rep.add_argument("--report-only", action="store_true",
+                     help="run nothing; write the file's [report] from the runs that exist")
     return p
 
 
@@ -43,5 +49,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(sweep.runs)} runs -> {sweep.out} (engine {sweep.engine}, {sweep.jobs} at a time"
               f"{f', {n_stale} with a changed config' if n_stale else ''})")
         return 0
+    if args.report_only:
+        if sweep.report is None:
+            raise UserError(f"sweep file {args.sweep}: --report-only, but the file has no [report] table")
+        report_sweep(sweep)
+        return 0
     result = run_sweep(sweep, force=args.force, progress=not args.quiet)
+    if not args.no_report:
+        report_sweep(sweep)
     return 0 if result.ok else 1

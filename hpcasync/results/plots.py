@@ -6,13 +6,14 @@ works without a display and never changes the caller's backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from hpcasync.results import schema
 from hpcasync.results.analysis import REFERENCE_ALGORITHMS, resolve_time_key
@@ -27,6 +28,11 @@ KEY_LABELS = {
 }
 NOT_REACHED_COLOR = "0.85"
 LINESTYLES = ("-", "--", ":", "-.")
+MAX_LEGEND = 24  # more lines than this: no legend (it would cover the axes)
+#: Line styles that set algorithms apart when their curves coincide (ADSGD Alg. 3 follows Alg. 2 exactly
+#: under the same arrival order).
+ALGORITHM_LINESTYLES = {"adsgd-delta": "--"}
+MAX_POINTS = 1500  # a curve with more points is thinned for drawing (figures stay small; data untouched)
 
 
 def _case_order(case: str) -> tuple[int, float, str]:
@@ -50,10 +56,10 @@ def algorithm_colors(algorithms: Sequence[str]) -> dict[str, str]:
     return {a: f"C{i % 10}" for i, a in enumerate(ordered)}
 
 
-def _save(fig: Figure, out_png: str | Path) -> Path:
+def _save(fig: Figure, out_png: str | Path, dpi: int = 120) -> Path:
     out_png = Path(out_png)
     FigureCanvasAgg(fig)
-    fig.savefig(out_png, dpi=120)
+    fig.savefig(out_png, dpi=dpi)
     return out_png
 
 
@@ -63,87 +69,173 @@ def _axis_label(keys: set[str]) -> str:
     return "time (each run on its own axis: sim in time units, MPI in wall seconds)"
 
 
-def plot_curves(runs: Sequence[Run], key: str, out_png: str | Path, time_key: str | None = None,
-                target: float | None = None) -> Path:
-    """``key`` of /evaluations (e.g. ``train_loss``, log y; ``test_accuracy``) vs time, one line per run.
-
-    ``time_key``: see :func:`~hpcasync.results.analysis.resolve_time_key`; when
-    runs end up on different axes, each legend entry names its axis. ``target``
-    draws a dashed horizontal line (the target accuracy).
-    """
-    if key not in schema.EVALUATION_NAMES:
-        raise ValueError(f"key must be one of {schema.EVALUATION_NAMES}, got {key!r}")
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.add_subplot()
+def _draw_curves(ax: Any, runs: Sequence[Run], key: str, time_key: str | None, styles: Sequence[dict[str, Any]],
+                 labels: Sequence[str], xmax: float | None) -> tuple[int, set[str]]:
+    """One line per run on ``ax``; returns (lines drawn, time axes used)."""
     keys = {resolve_time_key(run, time_key) for run in runs}
     plotted = 0
-    for run, style in zip(runs, _styles(runs), strict=True):
+    for run, style, label in zip(runs, styles, labels, strict=True):
         tk = resolve_time_key(run, time_key)
         t, y = run.evaluations[tk], run.evaluations[key].astype(np.float64)
         ok = np.isfinite(t) & np.isfinite(y)
         if key.endswith("loss"):
             ok &= y > 0
+        if xmax is not None:
+            ok &= t <= xmax
         if not ok.any():
             continue
-        label = f"{run.name} ({run.algorithm})" if run.algorithm not in run.name else run.name
         if len(keys) > 1:
             label += " [virtual]" if tk == "virtual_time" else " [wall s]"
-        ax.plot(t[ok], y[ok], label=label, linewidth=1.5, **style)
+        t, y = t[ok], y[ok]
+        if t.size > MAX_POINTS:
+            keep = np.unique(np.linspace(0, t.size - 1, MAX_POINTS).astype(int))
+            t, y = t[keep], y[keep]
+        ax.plot(t, y, label=label, linewidth=1.2, **style)
         plotted += 1
     if key.endswith("loss") and plotted:
         ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    return plotted, keys
+
+
+def _run_label(run: Run) -> str:
+    return f"{run.name} ({run.algorithm})" if run.algorithm not in run.name else run.name
+
+
+def plot_curves(runs: Sequence[Run], key: str, out_png: str | Path, time_key: str | None = None,
+                target: float | None = None, *, title: str | None = None, xmax: float | None = None,
+                labels: Sequence[str] | None = None, colors: Sequence[str] | None = None) -> Path:
+    """``key`` of /evaluations (e.g. ``train_loss``, log y; ``test_accuracy``) vs time, one line per run.
+
+    ``time_key``: see :func:`~hpcasync.results.analysis.resolve_time_key`; when
+    runs end up on different axes, each legend entry names its axis. ``target``
+    draws a dashed horizontal line (the target accuracy). ``xmax`` cuts the
+    time axis; ``labels`` / ``colors`` replace the legend entries (default: run
+    names) and the colours (default: by algorithm, line style by case).
+    """
+    if key not in schema.EVALUATION_NAMES:
+        raise ValueError(f"key must be one of {schema.EVALUATION_NAMES}, got {key!r}")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    styles = _styles(runs) if colors is None else [
+        {"color": c, "linestyle": ALGORITHM_LINESTYLES.get(r.algorithm, "-")}
+        for r, c in zip(runs, colors, strict=True)]
+    plotted, keys = _draw_curves(ax, runs, key, time_key, styles,
+                                 list(labels) if labels is not None else [_run_label(r) for r in runs], xmax)
     if target is not None:
         ax.axhline(target, color="black", linewidth=0.8, linestyle="--", label=f"target {target:g}")
     ax.set_xlabel(_axis_label(keys))
     ax.set_ylabel(KEY_LABELS.get(key, key))
-    ax.grid(True, which="both", alpha=0.3)
-    if plotted:
+    if title:
+        ax.set_title(title, fontsize="medium")
+    if plotted > MAX_LEGEND:
+        ax.text(0.99, 0.99, f"{plotted} runs (too many to label; see the per-setting figures)",
+                ha="right", va="top", fontsize="x-small", transform=ax.transAxes)
+    elif plotted:
         ax.legend(fontsize="small")
     else:
         ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, out_png)
 
 
-def plot_time_to_target_bars(table: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
-    """Per case, each run's time to target relative to ADSGD (seed 000 Fig. 9/15 style).
+def plot_curve_panels(panels: Sequence[tuple[str, Sequence[Run]]], key: str, out_png: str | Path,
+                      time_key: str | None = None, target: float | None = None, *, title: str | None = None,
+                      xmax: float | None = None, ncols: int = 3,
+                      series: Callable[[Run], str] | None = None) -> Path:
+    """One subplot per panel (e.g. per delay case), one line per algorithm, one colour per algorithm
+    across all panels and a single legend: seed 000's per-case loss / accuracy figures in one image.
+    ``series`` names a run's line (default: its algorithm), e.g. ``"adsgd beta=0.5"`` in a β sweep."""
+    name = series or (lambda r: r.algorithm)
+    if key not in schema.EVALUATION_NAMES:
+        raise ValueError(f"key must be one of {schema.EVALUATION_NAMES}, got {key!r}")
+    n = max(len(panels), 1)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(3.6 * ncols + 0.4, 2.8 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    colors = algorithm_colors([name(r) for _, runs in panels for r in runs])
+    handles: dict[str, Any] = {}
+    all_keys: set[str] = set()
+    for k, (label, runs) in enumerate(panels):
+        ax = axes[k // ncols][k % ncols]
+        styles = [{"color": colors[name(r)], "linestyle": ALGORITHM_LINESTYLES.get(r.algorithm, "-")} for r in runs]
+        plotted, keys = _draw_curves(ax, runs, key, time_key, styles, [name(r) for r in runs], xmax)
+        all_keys |= keys
+        if target is not None:
+            ax.axhline(target, color="black", linewidth=0.8, linestyle="--")
+        if key == "test_accuracy":
+            _accuracy_ylim(ax, runs, target)
+        ax.set_title(label, fontsize="medium")
+        if not plotted:
+            ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):
+                handles.setdefault(line.get_label(), line)
+    for k in range(len(panels), nrows * ncols):
+        axes[k // ncols][k % ncols].set_axis_off()
+    for ax in axes[-1]:
+        ax.set_xlabel(_axis_label(all_keys) if len(all_keys) == 1 else "time")
+    for row in axes:
+        row[0].set_ylabel(KEY_LABELS.get(key, key).replace(" of the average model", ""))
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    handles = {a: handles[a] for a in colors if a in handles}  # legend in colour order, ADSGD first
+    if handles:
+        spare = len(panels) < nrows * ncols
+        where = axes[-1][-1] if spare else axes[0][-1]
+        extra = {"loc": "center"} if spare else {"fontsize": "x-small"}
+        if target is not None:
+            handles[f"target {target:g}"] = Line2D([], [], color="black", linewidth=0.8, linestyle="--")
+        where.legend(list(handles.values()), list(handles), **extra)
+    return _save(fig, out_png, dpi=100)
 
-    Rows come from :func:`~hpcasync.results.analysis.summary_table`. A run
-    that never reached the target gets a hatched grey bar drawn above the
-    tallest real one, an "×" and the label "not reached"; a run without an
-    ADSGD reference in its case gets a grey bar at 1 labelled "no ADSGD".
-    """
-    fig = Figure(figsize=(max(6.0, 1.0 + 0.6 * len(table)), 4.5), layout="constrained")
-    ax = fig.add_subplot()
+
+def _accuracy_ylim(ax: Any, runs: Sequence[Run], target: float | None) -> None:
+    """Zoom on the interesting band: from a little below the target (or the runs' median) to the top."""
+    finals = [np.nanmax(r.evaluations["test_accuracy"]) for r in runs
+              if np.isfinite(r.evaluations["test_accuracy"]).any()]
+    if not finals:
+        return
+    top = min(1.0, max(finals) + 0.01)
+    low = (target - 0.06) if target is not None else float(np.median(finals)) - 0.1
+    ax.set_ylim(max(0.0, min(low, top - 0.05)), top)
+
+
+def _series(row: dict[str, Any]) -> str:
+    return str(row.get("series") or row["algorithm"])
+
+
+def _draw_bars(ax: Any, table: Sequence[dict[str, Any]], colors: dict[str, str], missing_height: float,
+               legend_done: set[str]) -> None:
     cases = sorted(dict.fromkeys(str(r["case"]) for r in table), key=_case_order)
-    ratios = [r["ratio_to_adsgd"] for r in table if r["ratio_to_adsgd"] is not None]
-    top = max([1.0, *ratios])
-    missing_height = 1.15 * top
-    colors = algorithm_colors([r["algorithm"] for r in table])
     x = 0.0
     ticks, tick_labels = [], []
-    legend_done: set[str] = set()
     for case in cases:
         # The reference first, as in the papers' figures.
         rows = sorted((r for r in table if str(r["case"]) == case),
                       key=lambda r: r["algorithm"] not in REFERENCE_ALGORITHMS)
+        ref_missed = any(r["algorithm"] in REFERENCE_ALGORITHMS and r["time_to_target"] is None for r in rows)
         start = x
         for r in rows:
-            label = None if r["algorithm"] in legend_done else r["algorithm"]
-            legend_done.add(r["algorithm"])
+            series = _series(r)
+            label = None if series in legend_done else series
+            legend_done.add(series)
             if r["time_to_target"] is None:
                 ax.bar(x, missing_height, width=0.8, color=NOT_REACHED_COLOR, hatch="//",
-                       edgecolor=colors[r["algorithm"]], label=label)
+                       edgecolor=colors[series], label=label)
                 ax.text(x, missing_height, "×", ha="center", va="bottom", fontsize=14, color="red")
                 ax.text(x, missing_height / 2, "not reached", ha="center", va="center", rotation=90,
-                        fontsize=8, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
+                        fontsize=7, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})
             elif r["ratio_to_adsgd"] is None:
-                ax.bar(x, 1.0, width=0.8, color=NOT_REACHED_COLOR, edgecolor=colors[r["algorithm"]],
-                       label=label)
-                ax.text(x, 0.5, "no ADSGD", ha="center", va="center", rotation=90, fontsize=8)
+                ax.bar(x, 1.0, width=0.8, color=NOT_REACHED_COLOR, edgecolor=colors[series], label=label)
+                ax.text(x, 0.5, "ADSGD ×" if ref_missed else "no ADSGD", ha="center", va="center", rotation=90,
+                        fontsize=7)
+                if ref_missed:
+                    ax.text(x, 1.0, f"t={r['time_to_target']:.3g}", ha="center", va="bottom", fontsize=6)
             else:
-                ax.bar(x, r["ratio_to_adsgd"], width=0.8, color=colors[r["algorithm"]], label=label)
+                ax.bar(x, r["ratio_to_adsgd"], width=0.8, color=colors[series], label=label)
                 ax.text(x, r["ratio_to_adsgd"], f"{r['ratio_to_adsgd']:.2f}", ha="center", va="bottom",
-                        fontsize=8)
+                        fontsize=7)
             x += 1.0
         ticks.append((start + x - 1.0) / 2)
         tick_labels.append(f"case {case}" if case.isdigit() else case)
@@ -151,10 +243,138 @@ def plot_time_to_target_bars(table: Sequence[dict[str, Any]], out_png: str | Pat
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_xticks(ticks, tick_labels)
     ax.set_ylim(0, missing_height * 1.15 if table else 1.0)
+
+
+def _bar_top(table: Sequence[dict[str, Any]]) -> float:
+    ratios = [r["ratio_to_adsgd"] for r in table if r["ratio_to_adsgd"] is not None]
+    return 1.15 * max([1.0, *ratios])
+
+
+def _bar_ylabel(table: Sequence[dict[str, Any]]) -> str:
     target = table[0]["target"] if table else float("nan")
-    ax.set_ylabel(f"time to {target:.0%} accuracy / {REFERENCE_ALGORITHMS[0].upper()}'s")
+    return f"time to {target:.0%} accuracy / {REFERENCE_ALGORITHMS[0].upper()}'s"
+
+
+def plot_time_to_target_bars(table: Sequence[dict[str, Any]], out_png: str | Path, *,
+                             title: str | None = None) -> Path:
+    """Per case, each run's time to target relative to ADSGD (seed 000 Fig. 9/15 style).
+
+    Rows come from :func:`~hpcasync.results.analysis.summary_table`. A run
+    that never reached the target gets a hatched grey bar drawn above the
+    tallest real one, an "×" and the label "not reached"; a run without an
+    ADSGD reference in its case gets a grey bar at 1 labelled "no ADSGD".
+    """
+    fig = Figure(figsize=(max(6.0, 1.0 + 0.45 * len(table)), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    colors = algorithm_colors([_series(r) for r in table])
+    _draw_bars(ax, table, colors, _bar_top(table), set())
+    ax.set_ylabel(_bar_ylabel(table))
+    if title:
+        ax.set_title(title, fontsize="medium")
     if table:
-        ax.legend(fontsize="small")
+        fig.legend(fontsize="small", loc="outside right upper")
     else:
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, out_png)
+
+
+def plot_time_to_target_panels(tables: Sequence[tuple[str, Sequence[dict[str, Any]]]], out_png: str | Path,
+                               *, title: str | None = None) -> Path:
+    """:func:`plot_time_to_target_bars` for several settings (e.g. ρ = 0, 0.5, 1), one row each,
+    one colour per algorithm throughout, on a common y scale."""
+    every = [r for _, t in tables for r in t]
+    widest = max((len(t) for _, t in tables), default=1)
+    fig = Figure(figsize=(max(6.0, 1.5 + 0.4 * widest), 2.6 * max(len(tables), 1) + 0.5), layout="constrained")
+    axes = fig.subplots(max(len(tables), 1), 1, squeeze=False)[:, 0]
+    colors = algorithm_colors([_series(r) for r in every])
+    top = _bar_top(every)
+    done: set[str] = set()
+    for ax, (label, table) in zip(axes, tables, strict=False):
+        _draw_bars(ax, table, colors, top, done)
+        ax.set_title(label, fontsize="medium", loc="left")
+        ax.set_ylabel("time / ADSGD's")
+    fig.suptitle(title or _bar_ylabel(every) + " (× = target not reached within the budget)", fontsize="medium")
+    if every:
+        handles, labels = axes[0].get_legend_handles_labels()
+        for ax in axes[1:]:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        fig.legend(handles, labels, fontsize="small", ncols=min(8, len(labels)), loc="outside lower center")
+    return _save(fig, out_png, dpi=100)
+
+
+def plot_scaling(rows: Sequence[dict[str, Any]], out_png: str | Path, *, title: str | None = None) -> Path:
+    """Speedup vs number of agents (log–log, base 2), one line per algorithm, ideal = n.
+
+    Left: speedup in time to target (``speedup`` of
+    :func:`~hpcasync.results.analysis.scaling_table`); points whose run
+    never reached the target are left out and listed in the legend. Right:
+    throughput speedup (gradients per time unit ÷ the reference's).
+    """
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax_t, ax_g = fig.subplots(1, 2)
+    colors = algorithm_colors([r["algorithm"] for r in rows])
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        series.setdefault((r["algorithm"], r["setting"]), []).append(r)
+    ns = sorted({r["n"] for r in rows}) or [1]
+    for ax, column, what in ((ax_t, "speedup", "time-to-target speedup"),
+                             (ax_g, "throughput_speedup", "throughput speedup (gradients / time)")):
+        ax.plot(ns, ns, color="black", linewidth=0.8, linestyle="--", label="ideal (= n)")
+        for k, ((alg, setting), pts) in enumerate(series.items()):
+            pts = sorted(pts, key=lambda r: r["n"])
+            xs = [p["n"] for p in pts if p[column] is not None]
+            ys = [p[column] for p in pts if p[column] is not None]
+            missed = [str(p["n"]) for p in pts if p[column] is None]
+            label = alg + (f" [{setting}]" if setting else "")
+            if missed and column == "speedup":
+                label += f" (not reached: n={','.join(missed)})"
+            ax.plot(xs, ys, marker="o", color=colors[alg], linestyle=LINESTYLES[k // len(colors) % 4],
+                    label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("agents n")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="x-small")
+    ref = rows[0]["reference"] if rows else ""
+    fig.suptitle(title or f"ring scaling; reference: {ref}", fontsize="medium")
+    return _save(fig, out_png)
+
+
+def plot_scaling_curves(panels: Sequence[tuple[str, Sequence[Run]]], key: str, out_png: str | Path,
+                        time_key: str | None = None, target: float | None = None, *,
+                        xmax: float | None = None, ncols: int = 2) -> Path:
+    """One subplot per algorithm, one line per number of agents (colour from a sequential map)."""
+    from matplotlib import colormaps
+
+    n = max(len(panels), 1)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(4.6 * ncols + 0.4, 3.2 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    sizes = sorted({r.n_agents for _, runs in panels for r in runs})
+    cmap = colormaps["viridis"]
+    color = {m: cmap(0.9 * k / max(len(sizes) - 1, 1)) for k, m in enumerate(sizes)}
+    keys: set[str] = set()
+    for k, (label, runs) in enumerate(panels):
+        ax = axes[k // ncols][k % ncols]
+        _, used = _draw_curves(ax, runs, key, time_key, [{"color": color[r.n_agents]} for r in runs],
+                               [f"n={r.n_agents}" for r in runs], xmax)
+        keys |= used
+        if target is not None:
+            ax.axhline(target, color="black", linewidth=0.8, linestyle="--")
+        if key == "test_accuracy":
+            _accuracy_ylim(ax, runs, target)
+        ax.set_title(label, fontsize="medium")
+        ax.legend(fontsize="x-small", ncols=2)
+    for k in range(len(panels), nrows * ncols):
+        axes[k // ncols][k % ncols].set_axis_off()
+    for ax in axes[-1]:
+        ax.set_xlabel(_axis_label(keys) if keys else "time")
+    for row in axes:
+        row[0].set_ylabel(KEY_LABELS.get(key, key).replace(" of the average model", ""))
+    fig.suptitle(f"{KEY_LABELS.get(key, key)} vs time, by number of agents", fontsize="medium")
+    return _save(fig, out_png, dpi=100)

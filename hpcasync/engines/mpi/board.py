@@ -72,9 +72,18 @@ class Board(_Epoch):
         self._words_win.Flush(self.rank)
 
     def set_iteration(self, k: int) -> None:
-        """Make this worker's update count ``k`` visible (an atomic store into its own window)."""
+        """Make this worker's update count ``k`` visible to the other ranks.
+
+        A plain aligned 8-byte store into this rank's own window memory (the
+        unified memory model of ``Win.Allocate``), not an MPI call: it runs
+        after every update, and a self-``Accumulate`` + ``Flush`` measured
+        ~10 µs with multi-millisecond outliers after a long sleep. Readers use
+        atomic fetches; an aligned 8-byte store is single-copy atomic on the
+        hardware MPI shared memory and RDMA run on, and the count is a
+        statistic (staleness, the monitor's gradient column), never a lock.
+        """
         self._check_open()
-        self._set_own(ITER, k)
+        self._words[ITER] = k
 
     def read_iterations(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
         """``out[r] ←`` update count of ``ranks[r]`` (atomic remote reads, one flush)."""

@@ -99,9 +99,10 @@ class AverageModelEvaluator:
         self.evaluations.append(row)
         return row
 
-    def evaluate(self, wall: float) -> dict[str, float]:
+    def evaluate(self, clock: Callable[[], float]) -> dict[str, float]:
+        """Read the models, then evaluate their average, stamped with the time the reads ended."""
         self.collect()
-        return self.evaluate_mean(wall)
+        return self.evaluate_mean(clock())
 
 
 def wait_sleeping(req: MPI.Request, max_sleep: float = 1e-3,
@@ -128,12 +129,12 @@ def monitor_loop(evaluator: AverageModelEvaluator, comm: MPI.Comm, clock: Callab
     while True:
         now = clock()
         if now >= next_eval:
-            record(evaluator.evaluate(now))
+            record(evaluator.evaluate(clock))
             next_eval += interval * max(1, math.floor((clock() - next_eval) / interval) + 1)
         if done.Test():
             break
         time.sleep(max(min(next_eval - clock(), 0.01), 0.0))
     wait_sleeping(comm.Ibarrier())  # workers published their final models
-    final = evaluator.evaluate(clock())
+    final = evaluator.evaluate(clock)
     record(final)
     return final

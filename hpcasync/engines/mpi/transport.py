@@ -61,6 +61,11 @@ class MpiTransport(Transport):
 
     ``payload`` is the algorithm's (``model``, ``delta`` or ``none``);
     ``synchronous`` builds the neighbour communicator of DSGD's exchange.
+    ``message0`` is what a model slot holds before its writer's first
+    publication (``Algorithm.initial_message()``: x0, or RFAST's [x0, 0] of
+    length 2d); it sets the length of the pushed messages. Every agent's
+    initial message is the same (x0 is common), so each rank initialises all
+    its slots with its own.
     ``iteration()`` returns the agent's update count (the number of a pushed
     model). ``comm_delay()`` returns one injected transmission time in
     seconds, or is None to send at once.
@@ -69,13 +74,15 @@ class MpiTransport(Transport):
     def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
                  comm_delay: Callable[[], float] | None = None, delta_target: np.ndarray | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 message0: np.ndarray | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.n = comm.Get_size()
         self.in_neighbors = [int(j) for j in in_neighbors]
         self.out_neighbors = [int(j) for j in out_neighbors]
         self.dim = int(x0.size)
+        message0 = np.asarray(x0 if message0 is None else message0, np.float64)
+        self.message_dim = int(message0.size)
         self.payload = payload
         self.iteration = iteration
         self.comm_delay = comm_delay
@@ -91,8 +98,9 @@ class MpiTransport(Transport):
         self._latest = np.empty((0, self.dim))
         try:
             if payload == "model":
-                self.slots = _NumberedSlots(comm, self.dim, self.in_neighbors, self.out_neighbors, x0=x0)
-                self._latest = np.tile(np.asarray(x0, np.float64), (len(self.in_neighbors), 1))
+                self.slots = _NumberedSlots(comm, self.message_dim, self.in_neighbors, self.out_neighbors,
+                                            x0=message0)
+                self._latest = np.tile(message0, (len(self.in_neighbors), 1))
             elif payload == "delta":
                 initial = None if delta_target is None else np.array(delta_target, np.float64)
                 self.acc = DeltaAccumulator(comm, self.dim, self.out_neighbors, initial=initial)
@@ -102,7 +110,8 @@ class MpiTransport(Transport):
         except BaseException:
             self.free()
             raise
-        self.outbox = Outbox(self.dim, self._send_model, self._send_delta, comm_delay, clock)
+        self.outbox = Outbox(self.message_dim if payload == "model" else self.dim, self._send_model,
+                             self._send_delta, comm_delay, clock)
         # collective buffers: the payload plus [stop round, available-at time]
         self._sync_send = np.empty(0)
         self._sync_recv = np.empty((0, 0))

@@ -122,6 +122,6 @@ def check_same_config(comm: MPI.Comm, toml_text: str) -> str | None:
     """An error message on the ranks whose config differs from rank 0's (MPMD launches may differ)."""
     digests = comm.allgather(config_digest(toml_text))
     if digests[comm.Get_rank()] != digests[0]:
-        return (f"its config differs from rank 0's (after --set overrides): every rank must run "
-                f"the same experiment")
+        return ("its config differs from rank 0's (after --set overrides): every rank must run "
+                "the same experiment")
     return None

@@ -1,0 +1,63 @@
+"""``hpcasync run CONFIG``: one rank of a real MPI run; start it with mpiexec or srun.
+
+    mpiexec -n 10 hpcasync run configs/mpi/demo-case5-adsgd.toml     # 9 agents + monitor
+    srun -n 9 hpcasync run CONFIG --set mpi.monitor=false
+
+N ranks = the config's agents (topology.n), plus one monitor rank that
+evaluates the average model while the run goes (mpi.monitor = true). Every
+rank writes its own rank-NNNNN.h5; the monitor (or rank 0) writes run.h5.
+Errors found while setting up are printed once, by rank 0, and every rank
+exits with status 2; an error during the run aborts the whole job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hpcasync.cli.common import add_config_args, load_config, output_dir
+from hpcasync.errors import EXIT_USER_ERROR, UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("run", help="one rank of an MPI run (start with mpiexec/srun, or use `launch`)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--out", help="run directory (default: run.out/run.name from the config)")
+    p.add_argument("--quiet", action="store_true", help="no summary line at the end")
+    return p
+
+
+def _fail(rank: int, message: str) -> int:
+    if rank == 0:
+        print(f"hpcasync run: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+
+
+def run(args: argparse.Namespace) -> int:
+    from mpi4py import MPI
+
+    from hpcasync import threads
+    from hpcasync.engines.mpi.runner import run_rank
+    from hpcasync.engines.mpi.world import SetupError, agree, describe
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    n_threads, _ = threads.configure(local.Get_size())
+    local.Free()
+
+    cfg = None
+    error = None
+    try:
+        cfg = load_config(args)
+        out = output_dir(cfg, args.out)
+    except UserError as exc:
+        error = describe(exc)
+    try:
+        agree(comm, error)
+        assert cfg is not None
+        run_rank(cfg, out, comm, source=args.config, threads=n_threads, quiet=args.quiet)
+    except SetupError as exc:
+        return _fail(rank, str(exc))
+    return 0
