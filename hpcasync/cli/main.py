@@ -20,10 +20,16 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only`` just that subcommand's module is imported.
+
+    Every MPI rank parses the command line, and importing all subcommands
+    (report pulls in matplotlib) would cost each rank most of a second.
+    """
     parser = argparse.ArgumentParser(prog="hpcasync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS.values():
+    wanted = {only: SUBCOMMANDS[only]} if only in SUBCOMMANDS else SUBCOMMANDS
+    for module in wanted.values():
         try:
             mod = importlib.import_module(f"hpcasync.cli.{module}")
         except ModuleNotFoundError as exc:
@@ -36,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)

@@ -6,6 +6,9 @@ experiment; it ships with scikit-learn, so no network is ever needed.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
 from hpcasync.data.dataset import Dataset
@@ -32,14 +35,32 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     return train, test
 
 
+def _bundled_csv() -> Path | None:
+    """scikit-learn's digits.csv.gz, located without importing scikit-learn (1.5 s per MPI rank)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    return path if path.is_file() else None
+
+
+def _read_bundled() -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) as ``sklearn.datasets.load_digits`` returns them: 64 pixel counts 0..16, label last."""
+    path = _bundled_csv()
+    if path is None:
+        from sklearn.datasets import load_digits as sk_load_digits
+
+        raw = sk_load_digits()
+        return np.asarray(raw.data, dtype=np.float64), np.asarray(raw.target, dtype=np.int64)
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    return np.ascontiguousarray(table[:, :-1]), table[:, -1].astype(np.int64)
+
+
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """1797 images, 64 features scaled to [0, 1] (pixel counts / 16), 10 classes, stratified split."""
     require(0 < test_fraction < 1,
             f"config field data.test_fraction: expected in (0, 1), got {test_fraction}")
-    from sklearn.datasets import load_digits as _sk_load_digits  # deferred: sklearn import is slow
-
-    raw = _sk_load_digits()
-    X = np.asarray(raw.data, dtype=np.float64) / 16.0
-    y = np.asarray(raw.target, dtype=np.int64)
+    X, y = _read_bundled()
+    X = X / 16.0
     train, test = stratified_split(y, test_fraction, seed)
     return Dataset("digits", X[train], y[train], X[test], y[test], num_classes=10)
