@@ -40,6 +40,15 @@ install-torch: $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 DEMO_RANKS ?= 10
 # seed 000 case 5 on MPI: 9 agents (3x3 grid) + 1 monitor rank, 40 s each, then the report (~3 min on 2 cores)
+# the same experiment in the discrete-event simulator, all four algorithms (virtual time)
+demo-sim: $(VENV)/.installed
+	@rm -rf $(DEMO_OUT)-sim
+	@for alg in adsgd adsgd-delta dsgd allreduce; do \
+	  $(BIN)/hpcasync simulate configs/digits-grid/case5-$$alg.toml --out $(DEMO_OUT)-sim/$$alg || exit $$?; \
+	done
+	$(BIN)/hpcasync report $(DEMO_OUT)-sim/adsgd $(DEMO_OUT)-sim/adsgd-delta $(DEMO_OUT)-sim/dsgd \
+	  $(DEMO_OUT)-sim/allreduce --out $(DEMO_OUT)-sim/report --target 0.9
+
 demo: $(VENV)/.installed
 	@rm -rf $(DEMO_OUT)
 	@for alg in adsgd dsgd allreduce; do \

@@ -38,6 +38,7 @@ A sweep file is TOML::
     smooth = 5                                    # time to target on a 5-evaluation moving average
     xmax = 20000                                  # cut the curves' time axis
     time = "virtual"                              # virtual | wall
+    loss_target = 0.6                             # scaling: also time to training loss <= 0.6
 
 Every expanded config is validated (fields and graph) before any run starts,
 so a typo fails at once. A run whose ``run.h5`` says ``complete = True`` and
@@ -73,7 +74,7 @@ from hpcasync.errors import UserError, require
 
 ENGINES = ("sim", "mpi")
 OPTION_KEYS = ("name", "out", "jobs", "engine", "command", "timeout")
-REPORT_KEYS = ("out", "target", "smooth", "xmax", "time")
+REPORT_KEYS = ("out", "target", "smooth", "xmax", "time", "loss_target")
 RESERVED = ("options", "zip", "exclude")
 CONFIGS_DIR = "_configs"
 DEFAULT_COMMANDS = {"mpi": [sys.executable, "-m", "hpcasync", "launch", "{config}", "--out", "{out}"]}
@@ -402,10 +403,14 @@ def _report_options(doc: dict[str, Any], path: Path, out_dir: Path) -> dict[str,
             f"{where} key 'xmax': expected a time > 0, got {xmax!r}")
     time_key = rep.get("time")
     require(time_key in (None, "virtual", "wall"), f"{where} key 'time': expected virtual or wall, got {time_key!r}")
+    loss_target = rep.get("loss_target")
+    require(loss_target is None or (isinstance(loss_target, int | float) and loss_target > 0),
+            f"{where} key 'loss_target': expected a loss > 0, got {loss_target!r}")
     out = rep.get("out", str(out_dir / "report"))
     require(isinstance(out, str), f"{where} key 'out': expected a directory path, got {out!r}")
     return {"out": Path(out), "target": None if target is None else float(target), "smooth": smooth,
-            "xmax": None if xmax is None else float(xmax), "time_key": time_key}
+            "xmax": None if xmax is None else float(xmax), "time_key": time_key,
+            "loss_target": None if loss_target is None else float(loss_target)}
 
 
 def report_sweep(sweep: Sweep, echo: Callable[[str], None] = print) -> Path | None:
@@ -420,7 +425,7 @@ def report_sweep(sweep: Sweep, echo: Callable[[str], None] = print) -> Path | No
         return None
     opts = sweep.report
     result = make_report(dirs, opts["out"], target=opts["target"], time_key=opts["time_key"], echo=False,
-                         smooth=opts["smooth"], xmax=opts["xmax"])
+                         smooth=opts["smooth"], xmax=opts["xmax"], loss_target=opts["loss_target"])
     echo(f"report: {len(dirs)} runs -> {opts['out']} ({len(result['files'])} files)")
     return opts["out"]
 

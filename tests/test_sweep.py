@@ -182,7 +182,7 @@ def test_bad_files_and_report_table(tmp_path):
     path = write(tmp_path, '[base]\nconfig = "base.toml"\n[report]\nsmooth = 3\nxmax = 50\n')
     sweep = load_sweep(path, out=str(tmp_path / "o"))
     assert sweep.report == {"out": tmp_path / "o" / "report", "target": None, "smooth": 3, "xmax": 50.0,
-                            "time_key": None}
+                            "time_key": None, "loss_target": None}
 
 
 def test_cli_bad_sweep_exit_2_one_line(tmp_path, capsys):

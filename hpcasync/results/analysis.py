@@ -329,8 +329,9 @@ NO_STALE_MIXING = {"dsgd": "synchronous rounds: mixes round-k models only",
                    "adpsgd": "atomic pairwise averaging of current models"}
 
 SCALING_KEYS = ("topology.n", "topology.shape")
-SCALING_COLUMNS = ("algorithm", "setting", "n", "time_to_target", "speedup", "gradients_per_time",
-                   "throughput_speedup", "final_train_loss", "final_test_accuracy", "reference", "name")
+SCALING_COLUMNS = ("algorithm", "setting", "n", "time_to_target", "speedup", "time_to_loss", "loss_speedup",
+                   "gradients_per_time", "throughput_speedup", "final_train_loss", "final_test_accuracy", "reference",
+                   "name")
 
 
 def staleness_table(runs: Sequence[Run], time_key: str | None = "virtual_time") -> list[dict[str, Any]]:
@@ -375,8 +376,14 @@ def _throughput(run: Run, time_key: str) -> float:
     return float(g[-1]) / end if g.size else float("nan")
 
 
+def time_to_loss(times: Sequence[float] | np.ndarray, losses: Sequence[float] | np.ndarray,
+                 target: float) -> float | None:
+    """First time at which the (training) loss is ≤ ``target``; None if never."""
+    return time_to_target(times, -np.asarray(losses, dtype=np.float64), -target)
+
+
 def scaling_table(runs: Sequence[Run], target: float | None = None, time_key: str | None = "virtual_time",
-                  smooth: int = 1) -> list[dict[str, Any]]:
+                  smooth: int = 1, loss_target: float | None = None) -> list[dict[str, Any]]:
     """Speedup vs number of agents, for runs that differ in ``topology.n``.
 
     Runs are grouped by algorithm and every other setting except
@@ -385,7 +392,9 @@ def scaling_table(runs: Sequence[Run], target: float | None = None, time_key: st
     setting (sequential SGD: one agent, no communication) if there is one, else
     the same algorithm's run with the fewest agents. ``throughput_speedup`` =
     gradients per time unit ÷ the reference's. None where a run never reached
-    the target.
+    the target. With ``loss_target``, ``time_to_loss`` / ``loss_speedup`` do
+    the same for the first time the training loss of the average model is
+    ≤ ``loss_target`` (smooth and monotone, unlike the accuracy on a small test set).
     """
     if target is None:
         target = default_target(runs)
@@ -401,6 +410,7 @@ def scaling_table(runs: Sequence[Run], target: float | None = None, time_key: st
         info.append({
             "run": run, "rest": rest, "key": key, "n": int(settings.get("topology.n", run.n_agents)),
             "time_to_target": time_to_target(ev[key], ev["test_accuracy"], target, smooth=smooth),
+            "time_to_loss": None if loss_target is None else time_to_loss(ev[key], ev["train_loss"], loss_target),
             "gradients_per_time": _throughput(run, key),
         })
     rows = []
@@ -413,10 +423,13 @@ def scaling_table(runs: Sequence[Run], target: float | None = None, time_key: st
             same = [o for o in peers if o["run"].algorithm == run.algorithm]
             ref = min(same, key=lambda o: o["n"])
         t, t_ref = item["time_to_target"], ref["time_to_target"]
+        tl, tl_ref = item["time_to_loss"], ref["time_to_loss"]
         rows.append({
             "algorithm": run.algorithm, "setting": setting_label(run, varying), "n": item["n"],
             "time_to_target": t,
             "speedup": t_ref / t if t and t_ref else None,
+            "time_to_loss": tl, "loss_speedup": tl_ref / tl if tl and tl_ref else None,
+            "loss_target": loss_target, "target_accuracy": target,
             "gradients_per_time": item["gradients_per_time"],
             "throughput_speedup": item["gradients_per_time"] / ref["gradients_per_time"]
             if ref["gradients_per_time"] > 0 else None,

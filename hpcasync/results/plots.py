@@ -313,15 +313,21 @@ def plot_scaling(rows: Sequence[dict[str, Any]], out_png: str | Path, *, title: 
     never reached the target are left out and listed in the legend. Right:
     throughput speedup (gradients per time unit ÷ the reference's).
     """
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
-    ax_t, ax_g = fig.subplots(1, 2)
+    loss_target = next((r.get("loss_target") for r in rows if r.get("loss_target") is not None), None)
+    panels = [("speedup", "time-to-target speedup")]
+    if loss_target is not None:
+        target = rows[0].get("target_accuracy")
+        panels = [("speedup", "speedup: time to " + (f"{target:g} accuracy" if target else "target accuracy")),
+                  ("loss_speedup", f"speedup: time to training loss ≤ {loss_target:g}")]
+    panels.append(("throughput_speedup", "throughput speedup (gradients / time)"))
+    fig = Figure(figsize=(5 * len(panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels))
     colors = algorithm_colors([r["algorithm"] for r in rows])
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         series.setdefault((r["algorithm"], r["setting"]), []).append(r)
     ns = sorted({r["n"] for r in rows}) or [1]
-    for ax, column, what in ((ax_t, "speedup", "time-to-target speedup"),
-                             (ax_g, "throughput_speedup", "throughput speedup (gradients / time)")):
+    for ax, (column, what) in zip(axes, panels, strict=True):
         ax.plot(ns, ns, color="black", linewidth=0.8, linestyle="--", label="ideal (= n)")
         for k, ((alg, setting), pts) in enumerate(series.items()):
             pts = sorted(pts, key=lambda r: r["n"])
@@ -329,7 +335,7 @@ def plot_scaling(rows: Sequence[dict[str, Any]], out_png: str | Path, *, title: 
             ys = [p[column] for p in pts if p[column] is not None]
             missed = [str(p["n"]) for p in pts if p[column] is None]
             label = alg + (f" [{setting}]" if setting else "")
-            if missed and column == "speedup":
+            if missed and column != "throughput_speedup":
                 label += f" (not reached: n={','.join(missed)})"
             ax.plot(xs, ys, marker="o", color=colors[alg], linestyle=LINESTYLES[k // len(colors) % 4],
                     label=label)

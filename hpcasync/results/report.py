@@ -75,7 +75,7 @@ def default_time_key(engines: Sequence[str]) -> str | None:
 
 def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: float | None = None,
                 time_key: str | None = None, *, echo: bool = True, smooth: int = 1,
-                xmax: float | None = None) -> dict[str, Any]:
+                xmax: float | None = None, loss_target: float | None = None) -> dict[str, Any]:
     """Read the runs, write the figures and tables into ``out_dir``, return what was written.
 
     ``run_dirs`` may name run directories or folders holding runs (searched
@@ -90,7 +90,8 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: flo
     to the other. ``smooth`` (odd) measures time to target on the accuracy
     averaged over that many consecutive evaluations (see
     :func:`~hpcasync.results.analysis.time_to_target`); ``xmax`` cuts the
-    time axis of the curve figures (not the tables).
+    time axis of the curve figures (not the tables); ``loss_target`` adds a
+    time-to-training-loss speedup to the scaling outputs.
 
     Returns ``{"table": rows, "markdown": str, "files": {name: Path}, "target": float,
     "time_key": str | None}``; prints the Markdown table when ``echo``.
@@ -132,7 +133,7 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: flo
         files.update(_group_figures(groups, table, out, time_key, target, xmax))
     scaling = None
     if "topology.n" in analysis.varying_settings(runs):
-        scaling = analysis.scaling_table(runs, target, time_key, smooth)
+        scaling = analysis.scaling_table(runs, target, time_key, smooth, loss_target)
         files.update(_scaling_outputs(runs, scaling, out, time_key, target, xmax))
     if echo:
         print(pivot if pivot is not None and len(table) > 30 else markdown, end="")
@@ -358,16 +359,28 @@ def staleness_markdown(rows: Sequence[dict[str, Any]]) -> str:
 def scaling_markdown(rows: Sequence[dict[str, Any]]) -> str:
     refs = sorted({r["reference"] for r in rows})
     what = " (one agent, no communication: sequential SGD)" if refs and all(x.endswith(" n=1") for x in refs) else ""
+    loss_target = next((r["loss_target"] for r in rows if r.get("loss_target") is not None), None)
+    acc = next((r["target_accuracy"] for r in rows if r.get("target_accuracy") is not None), None)
     lines = [f"Speedup = time to target of the reference ({', '.join(refs) or '?'}{what}) ÷ the run's; "
-             "throughput speedup = gradients per time unit ÷ the reference's.", "",
-             "| algorithm | setting | n | time to target | speedup | gradients / time | throughput speedup "
-             "| final loss | final accuracy |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "throughput speedup = gradients per time unit ÷ the reference's."
+             + (f" Targets: test accuracy {acc:g}" if acc is not None else "")
+             + (f", training loss ≤ {loss_target:g}." if loss_target is not None else "."), ""]
+    head = ["algorithm", "setting", "n", "time to accuracy", "speedup"]
+    if loss_target is not None:
+        head += ["time to loss", "loss speedup"]
+    head += ["gradients / time", "throughput speedup", "final loss", "final accuracy"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(value: float | None, fmt: str) -> str:
+        return "not reached" if value is None and fmt == "time" else (
+            "–" if value is None else (_time(value) if fmt == "time" else f"{value:{fmt}}"))
+
     for r in rows:
-        ttt = "not reached" if r["time_to_target"] is None else _time(r["time_to_target"])
-        sp = "–" if r["speedup"] is None else f"{r['speedup']:.2f}"
-        tsp = "–" if r["throughput_speedup"] is None else f"{r['throughput_speedup']:.2f}"
-        lines.append(f"| {r['algorithm']} | {r['setting']} | {r['n']} | {ttt} | {sp} | "
-                     f"{r['gradients_per_time']:.3g} | {tsp} | {r['final_train_loss']:.4g} | "
-                     f"{r['final_test_accuracy']:.4g} |")
+        cells = [r["algorithm"], r["setting"], str(r["n"]), cell(r["time_to_target"], "time"),
+                 cell(r["speedup"], ".2f")]
+        if loss_target is not None:
+            cells += [cell(r["time_to_loss"], "time"), cell(r["loss_speedup"], ".2f")]
+        cells += [f"{r['gradients_per_time']:.3g}", cell(r["throughput_speedup"], ".2f"),
+                  f"{r['final_train_loss']:.4g}", f"{r['final_test_accuracy']:.4g}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

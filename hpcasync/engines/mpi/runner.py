@@ -10,7 +10,15 @@ perform each blocking op at once:
 * ``AllreduceMean``: ``Iallreduce`` on the worker communicator;
 * ``NeighborExchange``: ``Ineighbor_allgather`` on a distributed-graph
   communicator;
-* ``Barrier``: ``Ibarrier``.
+* ``Barrier``: ``Ibarrier``;
+* ``PairAverage`` (AD-PSGD): :meth:`MpiTransport.perform_pair_average`,
+  exclusive lock on the peer's live model (``pairs.py``); with a delay model
+  the lock is held for max(real, one sample of ``delays.comm(rank)`` ×
+  ``time_unit``), as the simulator blocks the pair for one communication
+  delay. The agent's ``x`` is bound to its window of live models; a passive
+  agent runs each of its steps under the lock on its own window, computes
+  its gradient at a snapshot, and keeps MPI progressing while it pads
+  (every ``PAIR_POLL_S``) so that peers' locks are served.
 
 Collectives are waited for with ``Test`` and growing sleeps. With a delay
 model a round also lasts until the slowest contribution has "travelled"
@@ -79,8 +87,10 @@ MAX_WAIT_SLEEP_S = 5e-4
 
 #: Alg. 3 keeps s_i in its accumulator window (snapshot reads) instead of draining into a local s_i
 DELTA_IN_WINDOW = True
-#: algorithms whose blocking ops the MPI engine does not perform yet
-UNSUPPORTED = {"adpsgd": "needs pair_average"}
+#: longest sleep of a passive AD-PSGD agent while padding: peers' locks on its model wait for its progress
+PAIR_POLL_S = 2e-4
+#: algorithms whose blocking ops the MPI engine does not perform yet (name → reason)
+UNSUPPORTED: dict[str, str] = {}
 
 
 class TerminatedError(Exception):
@@ -294,6 +304,10 @@ class _Worker:
         self._next_publish = 0.0
         self._logged_iteration = 0
         self._nbr_iters = np.zeros(len(transport.in_neighbors), np.int64)
+        # AD-PSGD: a passive agent's x is changed by peers; it steps under its own lock (see loop)
+        pairs = transport.pairs
+        self.pair_passive = pairs is not None and not pairs.active
+        self.max_pad_sleep = PAIR_POLL_S if self.pair_passive else MAX_PAD_SLEEP_S
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -317,13 +331,15 @@ class _Worker:
         """Sleep until ``until`` landing outbox transmissions on time; True if the budget ran out."""
         outbox = self.t.outbox
         while True:
+            if self.pair_passive:
+                self.t.progress()  # serve peers' locks on this agent's model
             now = self.now()
             if check_stop and self._async_stop(now):
                 return True
             if now >= until:
                 return False
             due = outbox.poll(now + self.t0) - self.t0
-            wake = min(until, due, now + MAX_PAD_SLEEP_S)
+            wake = min(until, due, now + self.max_pad_sleep)
             if check_stop:
                 wake = min(wake, self.budget_time)
             if wake > now:
@@ -394,6 +410,26 @@ class _Worker:
     def _barrier(self) -> None:
         self._wait(self.t.start_barrier())
 
+    def _pair_average(self, peer: int, v: np.ndarray) -> None:
+        hold = None
+        if self.delays_on:
+            transfer = self.delays.comm(self.rank) * self.unit
+
+            def hold(t_locked: float) -> None:  # the peer stays locked for the injected transfer time
+                self._delay_until(t_locked - self.t0 + transfer)
+
+        self.t.perform_pair_average(peer, v, hold)
+
+    def _send(self, gen: Any, value: Any) -> Any:
+        """Resume the algorithm; a passive AD-PSGD agent does its step under the lock on its own model."""
+        if not self.pair_passive:
+            return gen.send(value)
+        self.t.lock_own_model()
+        try:
+            return gen.send(value)
+        finally:
+            self.t.unlock_own_model()  # snapshots x for the gradient and the monitor first
+
     def _delay_until(self, ready: float) -> None:
         if self.delays_on and ready > self.now():
             start = self.now()
@@ -412,7 +448,7 @@ class _Worker:
             staleness = math.nan
             if self.synchronous:
                 staleness = 0.0
-            elif self.t.slots is not None and self.t.in_neighbors:
+            elif (self.t.slots is not None or self.t.pairs is not None) and self.t.in_neighbors:
                 self.board.read_iterations(self.t.in_neighbors, self._nbr_iters)
                 staleness = self.t.staleness(self._nbr_iters)
             self.writer.append(now, self.setup.virtual(now), it, self.last_loss, self.last_grad_norm,
@@ -423,7 +459,8 @@ class _Worker:
         self.log_s += time.perf_counter() - t_log
         if now >= self._next_publish:
             t_pub = time.perf_counter()
-            self.board.publish(self.agent.model)
+            # a passive AD-PSGD agent's x may be mid-average: publish its snapshot of this step
+            self.board.publish(self.t.pairs.snapshot if self.pair_passive else self.agent.model)
             self.monitor_s += time.perf_counter() - t_pub
             self._next_publish = now + self.publish_every
 
@@ -435,7 +472,7 @@ class _Worker:
             while True:
                 t_step = time.perf_counter()
                 comm0 = self.t.comm_s
-                op = gen.send(value)
+                op = self._send(gen, value)
                 self.mix_s += time.perf_counter() - t_step - (self.t.comm_s - comm0)
                 now = self.now()
                 self.t.outbox.poll(now + self.t0)
@@ -447,7 +484,10 @@ class _Worker:
                             break
                     elif self._async_stop(now, adding=1):
                         break
-                    value = self._compute(op.x)
+                    x = op.x
+                    if self.pair_passive and x is self.t.pairs.x:
+                        x = self.t.pairs.snapshot  # peers may average into x meanwhile
+                    value = self._compute(x)
                     if value is None:
                         break
                 elif kind is AllreduceMean:
@@ -458,8 +498,8 @@ class _Worker:
                     self._barrier()
                     value = None
                 elif kind is PairAverage:
-                    raise UserError(f"algorithm {self.cfg.algorithm.name}: pair_average is not available "
-                                    "on the MPI engine")
+                    self._pair_average(op.peer, op.v)
+                    value = None
                 else:
                     raise TypeError(f"rank {self.rank} yielded {op!r}, not an Op")
         finally:
@@ -476,6 +516,11 @@ class _Worker:
         }
         if self.delays_on:
             t["compute_units"] = self.compute_units
+        pairs = self.t.pairs
+        if pairs is not None:  # AD-PSGD: exchanges started here (active) or own-lock waits (passive)
+            t.update(pair_averages=float(pairs.exchanges), pair_average_s=pairs.exchange_s,
+                     pair_average_max_s=pairs.exchange_max_s, pair_lock_wait_s=pairs.lock_wait_s,
+                     own_lock_wait_s=pairs.own_lock_s)
         return t
 
 
@@ -492,6 +537,8 @@ def _worker(setup: _Setup, world: World, writer: AgentWriter | None, run_writer:
     delta_target = getattr(agent, "s", None) if agent.payload == "delta" and DELTA_IN_WINDOW else None
     if not isinstance(delta_target, np.ndarray):
         delta_target = None
+    # AD-PSGD averages in pairs across the bipartition that `needs_bipartite` asks for
+    pair_model = agent.x if getattr(type(agent), "needs_bipartite", False) else None
 
     transport = board = None
     complete = False
@@ -500,7 +547,10 @@ def _worker(setup: _Setup, world: World, writer: AgentWriter | None, run_writer:
         transport = MpiTransport(world.workers, in_neighbors=nbrs, out_neighbors=nbrs, x0=setup.x0,
                                  payload=agent.payload, synchronous=type(agent).synchronous,
                                  iteration=lambda: agent.iteration, comm_delay=comm_delay,
-                                 delta_target=delta_target, message0=agent.initial_message())
+                                 delta_target=delta_target, message0=agent.initial_message(),
+                                 pair_model=pair_model, pair_active=agent.setup.active)
+        if transport.pairs is not None:
+            agent.x = transport.pairs.x  # the agent's model is its window of live models (pairs.py)
         board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0)
         w = _Worker(setup, world, writer, transport, board)
         _warmup(setup)
@@ -545,6 +595,8 @@ def _worker(setup: _Setup, world: World, writer: AgentWriter | None, run_writer:
     # collective frees, only on the success path (a failed rank aborts the job instead)
     board.free()
     transport.free()
+    if transport.pairs is not None:
+        agent.x = transport.pairs.x  # a private copy of the final model once the window is freed
 
 
 def _final_without_monitor(setup: _Setup, world: World, run_writer: RunWriter, result: RankResult,

@@ -11,6 +11,10 @@ Non-blocking calls (what the asynchronous algorithms use):
   publication into the buffer being copied always announces a number ≥ d+2).
 * ``latest_models()`` → :meth:`ModelSlots.read_all` into one local
   ``(deg, d)`` array.
+* ``pair_average(j, v)`` (AD-PSGD) → :meth:`perform_pair_average`, called
+  by the runner: exclusive lock on j's window of live models, get, average,
+  put (:class:`~hpcasync.engines.mpi.pairs.PairWindow`, built when the runner
+  passes ``pair_model``: the window then *is* the agent's x).
 * ``push_delta(j, c·Δ)`` → outbox → :meth:`DeltaAccumulator.accumulate`.
 * ``drain_into(s)``: Alg. 3's deltas land directly in the s_i window. When
   the runner passes ``delta_target`` (the algorithm's s_i, whose initial
@@ -43,6 +47,7 @@ from mpi4py import MPI
 
 from hpcasync.algorithms.transport import Transport
 from hpcasync.engines.mpi.outbox import Outbox
+from hpcasync.engines.mpi.pairs import PairWindow
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
 
 NEVER = 2**62  # "no stop round agreed yet"
@@ -69,12 +74,16 @@ class MpiTransport(Transport):
     ``iteration()`` returns the agent's update count (the number of a pushed
     model). ``comm_delay()`` returns one injected transmission time in
     seconds, or is None to send at once.
+    ``pair_model`` (AD-PSGD) builds the :class:`PairWindow` of live models,
+    initialised with it, on the side of the bipartition given by
+    ``pair_active``; the caller then uses ``pairs.x`` as the agent's model.
     """
 
     def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
                  comm_delay: Callable[[], float] | None = None, delta_target: np.ndarray | None = None,
-                 message0: np.ndarray | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 message0: np.ndarray | None = None, clock: Callable[[], float] = time.perf_counter,
+                 pair_model: np.ndarray | None = None, pair_active: bool = True) -> None:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.n = comm.Get_size()
@@ -93,6 +102,7 @@ class MpiTransport(Transport):
         self.slots: _NumberedSlots | None = None
         self.acc: DeltaAccumulator | None = None
         self.graph_comm: MPI.Comm | None = None
+        self.pairs: PairWindow | None = None
         self.versions = np.zeros(len(self.in_neighbors), np.int64)  # model numbers last read
         self._snapshot = delta_target
         self._latest = np.empty((0, self.dim))
@@ -104,6 +114,9 @@ class MpiTransport(Transport):
             elif payload == "delta":
                 initial = None if delta_target is None else np.array(delta_target, np.float64)
                 self.acc = DeltaAccumulator(comm, self.dim, self.out_neighbors, initial=initial)
+            if pair_model is not None:
+                self.pairs = PairWindow(comm, pair_model, self.out_neighbors, pair_active, clock=clock)
+                self.versions = self.pairs.versions  # updated in place by the exchanges
             if synchronous:
                 self.graph_comm = comm.Create_dist_graph_adjacent(self.in_neighbors, self.out_neighbors,
                                                                   reorder=False)
@@ -126,6 +139,8 @@ class MpiTransport(Transport):
             b += self.slots.bytes_sent
         if self.acc is not None:
             b += self.acc.bytes_sent
+        if self.pairs is not None:
+            b += self.pairs.bytes_sent
         return b
 
     @property
@@ -135,6 +150,8 @@ class MpiTransport(Transport):
             m += self.slots.messages_sent
         if self.acc is not None:
             m += self.acc.messages_sent
+        if self.pairs is not None:
+            m += self.pairs.messages_sent
         return m
 
     @property
@@ -196,10 +213,46 @@ class MpiTransport(Transport):
             self.acc.drain_into(s)
         self.comm_s += self.clock() - t0
 
+    # -- pairwise averaging (AD-PSGD), performed by the runner --------------------------------
+    def perform_pair_average(self, peer: int, v: np.ndarray, hold: Callable[[float], None] | None = None) -> None:
+        """x_i, x_peer ← (v + x_peer)/2 atomically (``v`` is this agent's x, updated in place).
+
+        ``hold(t_locked)`` runs while the peer's lock is held (the injected
+        transfer time, not counted in ``comm_s``); see :meth:`PairWindow.average`.
+        """
+        if self.pairs is None:
+            raise RuntimeError("pair_average on a transport built without pair_model")
+        t0 = self.clock()
+        held = self.pairs.average(peer, v, self.iteration(), hold)
+        self.comm_s += self.clock() - t0 - held
+
+    def lock_own_model(self) -> None:
+        """Passive AD-PSGD agent: exclusive lock on its own live model before changing it."""
+        if self.pairs is not None:
+            t0 = self.clock()
+            self.pairs.lock_own()
+            self.comm_s += self.clock() - t0
+
+    def unlock_own_model(self) -> None:
+        """After :meth:`lock_own_model`: snapshot the model, publish the update count, unlock."""
+        if self.pairs is not None:
+            self.pairs.own_step_done(self.iteration())
+            t0 = self.clock()
+            self.pairs.unlock_own()
+            self.comm_s += self.clock() - t0
+
+    def progress(self) -> None:
+        """Let MPI serve peers' lock requests on the live-model window (cheap; no-op without it)."""
+        if self.pairs is not None:
+            self.pairs.progress()
+
     # -- staleness ---------------------------------------------------------------------------
     def staleness(self, neighbor_iterations: np.ndarray) -> float:
-        """Mean over in-neighbours of (their update count − number of their model last mixed here)."""
-        if self.slots is None or not self.in_neighbors:
+        """Mean over in-neighbours of (their update count − number of their model last mixed here).
+
+        AD-PSGD: the update count a neighbour had when its model was last
+        averaged with this agent's (recorded by the exchange)."""
+        if (self.slots is None and self.pairs is None) or not self.in_neighbors:
             return math.nan
         return float(np.mean(neighbor_iterations - self.versions))
 
@@ -260,7 +313,7 @@ class MpiTransport(Transport):
     def free(self) -> None:
         """Free the windows and the graph communicator (collective). Idempotent; frees all on error."""
         first: BaseException | None = None
-        for obj in (self.slots, self.acc):
+        for obj in (self.slots, self.acc, self.pairs):
             if obj is None:
                 continue
             try:

@@ -1,0 +1,283 @@
+"""AD-PSGD's atomic pairwise averaging on MPI: one window of live models with per-operation locks.
+
+DESIGN §3 ``pair_average(j, v)``: "exclusive lock on j's window, get, put".
+
+Window. Each worker owns, in one ``MPI.Win.Allocate`` window (displacement
+unit 8 bytes), its live model and a few int64 words::
+
+    disp 0 .. d-1        x_i, the agent's model itself (float64)
+    disp d               ITER: the owner's update count, written with x_i
+    disp d+1+k           the update count of neighbour k (k-th of ``neighbors``)
+                         when its model was last averaged into x_i
+
+The agent's ``x`` *is* this memory (:attr:`PairWindow.x`; the runner binds
+the algorithm's ``x`` to it), rather than a private array copied in and out:
+a copy in/out would need a second buffer and three passes over d per step
+(apply the local change to the window, copy back, remember what was copied)
+to fold in the averages that arrived meanwhile, while the shared model costs
+one copy (the snapshot below) and keeps the window the single truth, so an
+average can never be lost between two copies.
+
+Locks. This window is *not* in a long ``Lock_all`` epoch (unlike
+:mod:`windows` and :mod:`board`): atomicity comes from passive-target
+exclusive locks, one per operation.
+
+* An *active* agent i averaging with neighbour j (:meth:`average`):
+  ``Lock(j, EXCLUSIVE)``; ``Get`` x_j and j's ITER; ``Flush(j)``; optionally
+  hold (an injected communication delay); v ← (v + x_j)/2; ``Put`` v into
+  x_j and i's update count into j's word for i; ``Unlock(j)``. Both ends get
+  the same bits, so Σ x changes only by rounding (exact halving of one
+  rounded sum).
+* A *passive* agent changes its own x (x ← x − α·g, in the algorithm's step)
+  only between :meth:`lock_own` and :meth:`unlock_own` (``Lock(self,
+  EXCLUSIVE)``), so no average is interleaved with its update. In the same
+  region it copies x into :attr:`snapshot` (the gradient is computed there
+  while peers go on averaging into x) and publishes its update count.
+* An active agent's own x is never accessed by another rank, so it updates
+  it without a lock.
+
+No deadlock: an active rank locks only passive neighbours, a passive rank
+locks only itself, and no rank holds two locks at once (the bipartition,
+``engines/build.py: active_side``, is checked here). Every lock is released
+in a ``finally``.
+
+Progress. With MPICH (ch4, shared memory) acquiring and releasing a lock on
+j are handled by j's progress engine: a lock or unlock waits until j enters
+MPI (measured here: ≈ 0.9 s while j computed for 1 s without calling MPI;
+the Get/Put themselves are direct copies, ~50 µs at d = 650). So a passive
+agent must call MPI often while it does not compute: :meth:`progress` (an
+``Iprobe``) is called by the runner's padding loop every
+``PAIR_POLL_S``, and the lock/unlock of every own step make progress too.
+An active agent therefore waits at most for the rest of one real gradient
+computation of its peer, plus the poll interval while the peer pads.
+
+The window is freed by :meth:`free` (collective, idempotent, also when the
+constructor fails after allocating); a lock still held (an exception inside
+an exchange) is released first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+from mpi4py import MPI
+
+from hpcasync.engines.mpi.windows import _agree, _check_ranks
+
+__all__ = ["PairWindow"]
+
+_WORD = 8
+_D = MPI.DOUBLE
+_I = MPI.INT64_T
+#: tag of the progress-only Iprobe (matches nothing: no rank sends point-to-point on this communicator)
+PROGRESS_TAG = 0x7AD
+
+
+class PairWindow:
+    """The live models of AD-PSGD. Collective over ``comm`` (the workers) to construct and to free.
+
+    ``x0`` is this agent's initial model, ``neighbors`` its neighbours (all on
+    the other side of the bipartition), ``active`` its side.
+    """
+
+    def __init__(self, comm: MPI.Comm, x0: np.ndarray, neighbors: Sequence[int], active: bool,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.dim = int(np.size(x0))
+        self.neighbors = [int(j) for j in neighbors]
+        self.active = bool(active)
+        self.clock = clock
+        size = comm.Get_size()
+        error = (f"dim must be a positive integer, got {self.dim}" if self.dim < 1 else None) or _check_ranks(
+            self.neighbors, size, self.rank, "neighbors")
+        all_nbrs = comm.allgather(self.neighbors)
+        all_active = comm.allgather(self.active)
+        if error is None:
+            for j in self.neighbors:
+                if self.rank not in all_nbrs[j]:
+                    error = f"rank {j} is a neighbour of {self.rank} but not the other way round"
+                elif all_active[j] == self.active:
+                    side = "active" if self.active else "passive"
+                    error = f"neighbour {j} is {side} like this rank: pairs must cross the bipartition"
+                if error:
+                    break
+        _agree(comm, error, "PairWindow")
+        # where this rank's count lives in each neighbour's word area
+        self._slot_at = {j: all_nbrs[j].index(self.rank) for j in self.neighbors}
+        self._index = {j: k for k, j in enumerate(self.neighbors)}
+
+        deg = len(self.neighbors)
+        #: per neighbour: its update count when its model was last averaged into (or with) x here
+        self.versions = np.zeros(deg, np.int64)
+        # counters (bytes/messages: what this rank moved; the active side initiates every exchange)
+        self.bytes_sent = 0
+        self.messages_sent = 0
+        self.exchanges = 0
+        self.exchange_s = 0.0  # wall time of exchanges (lock wait included, injected hold excluded)
+        self.exchange_max_s = 0.0
+        self.lock_wait_s = 0.0  # of which: waiting for Lock(j)
+        self.own_locks = 0
+        self.own_lock_s = 0.0  # passive: waiting for Lock(self) (an exchange in progress)
+        self._buf = np.empty(self.dim if self.active else 0, np.float64)
+        self._peer_iter = np.zeros(1, np.int64)
+        self._word = np.zeros(1, np.int64)
+        self._held: int | None = None  # rank whose lock this rank holds
+        self._win: MPI.Win | None = None
+        try:
+            info = MPI.Info.Create()
+            try:
+                info.Set("same_disp_unit", "true")
+                self._win = MPI.Win.Allocate((self.dim + 1 + deg) * _WORD, _WORD, info, comm)
+            finally:
+                info.Free()
+            mem = self._win.tomemory()
+            #: the live model x_i (window memory)
+            self.x = np.frombuffer(mem, np.float64, count=self.dim)
+            self._words = np.frombuffer(mem, np.int64, offset=self.dim * _WORD, count=1 + deg)
+            #: x_i as of the end of the last own step (passive side: what the gradient is computed at)
+            self.snapshot = np.array(x0, np.float64) if not self.active else self.x
+            self._win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
+            self.x[:] = np.asarray(x0, np.float64)
+            self._words[:] = 0
+            self._win.Unlock(self.rank)  # completes the local stores before anybody may lock
+            comm.Barrier()
+        except BaseException:
+            self.free()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self._win is None
+
+    def _check_open(self) -> MPI.Win:
+        if self._win is None:
+            raise RuntimeError("PairWindow used after free()")
+        return self._win
+
+    # -- active side ---------------------------------------------------------------------
+    def average(self, j: int, v: np.ndarray, iteration: int,
+                hold: Callable[[float], None] | None = None) -> float:
+        """x_i, x_j ← (v + x_j)/2 atomically; ``v`` (this rank's x) is updated in place.
+
+        ``iteration`` is this agent's update count (recorded at j for its
+        staleness). ``hold(t_locked)``, if given, runs while j's lock is held,
+        after x_j arrived and before anything changed (the injected transfer
+        time); it receives the ``clock()`` time the lock was granted. Returns
+        the seconds spent in ``hold``.
+        """
+        win = self._check_open()
+        if not self.active:
+            raise RuntimeError(f"rank {self.rank} is passive: it does not start exchanges")
+        k = self._index.get(j)
+        if k is None:
+            raise ValueError(f"rank {j} is not a neighbour of rank {self.rank}")
+        if np.shape(v) != (self.dim,) or v.dtype != np.float64 or not v.flags.c_contiguous:
+            raise ValueError(f"v must be a contiguous float64 array of shape ({self.dim},)")
+        d = self.dim
+        buf = self._buf
+        held = 0.0
+        t0 = self.clock()
+        win.Lock(j, MPI.LOCK_EXCLUSIVE)
+        self._held = j
+        try:
+            t_locked = self.clock()
+            win.Get([buf, d, _D], j, target=(0, d, _D))
+            win.Get([self._peer_iter, 1, _I], j, target=(d, 1, _I))
+            win.Flush(j)
+            if hold is not None:
+                h0 = self.clock()
+                hold(t_locked)
+                held = self.clock() - h0
+            np.add(v, buf, out=v)
+            v *= 0.5
+            self._word[0] = iteration
+            win.Put([v, d, _D], j, target=(0, d, _D))
+            win.Put([self._word, 1, _I], j, target=(d + 1 + self._slot_at[j], 1, _I))
+        finally:
+            self._held = None
+            win.Unlock(j)
+        elapsed = self.clock() - t0 - held
+        self.versions[k] = self._peer_iter[0]
+        self.exchanges += 1
+        self.exchange_s += elapsed
+        self.exchange_max_s = max(self.exchange_max_s, elapsed)
+        self.lock_wait_s += t_locked - t0
+        self.messages_sent += 2
+        self.bytes_sent += 2 * (d + 1) * _WORD
+        return held
+
+    # -- passive side --------------------------------------------------------------------
+    def lock_own(self) -> None:
+        """Take the exclusive lock on this rank's own window (waits for an exchange in progress)."""
+        win = self._check_open()
+        if self.active:
+            return  # nobody else touches an active agent's x
+        t0 = self.clock()
+        win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
+        self._held = self.rank
+        self.own_locks += 1
+        self.own_lock_s += self.clock() - t0
+
+    def own_step_done(self, iteration: int) -> None:
+        """Within :meth:`lock_own`: snapshot x, publish the update count, read the neighbours' counts."""
+        if self.active:
+            return
+        assert self._held == self.rank, "own_step_done outside lock_own/unlock_own"
+        np.copyto(self.snapshot, self.x)
+        self._words[0] = iteration
+        self.versions[:] = self._words[1:]
+
+    def unlock_own(self) -> None:
+        if self.active or self._held != self.rank:
+            return
+        win = self._check_open()
+        self._held = None
+        win.Unlock(self.rank)
+
+    def progress(self) -> None:
+        """Let MPI serve the lock requests of peers (passive ranks call it while they pad)."""
+        if self._win is not None:
+            self.comm.Iprobe(MPI.ANY_SOURCE, PROGRESS_TAG)
+
+    # -- teardown ------------------------------------------------------------------------
+    def free(self) -> None:
+        """Release a lock still held and free the window (collective). Idempotent.
+
+        ``x`` becomes a private copy of the final model, so it stays valid.
+        """
+        win = self._win
+        if win is None:
+            return
+        self._win = None
+        first: BaseException | None = None
+        if self._held is not None:
+            try:
+                win.Unlock(self._held)
+            except BaseException as exc:
+                first = exc
+            self._held = None
+        if hasattr(self, "x"):
+            self.x = np.array(self.x)
+            self._words = np.array(self._words)
+            if not self.active:
+                self.snapshot = np.array(self.snapshot)
+            else:
+                self.snapshot = self.x
+        try:
+            win.Free()
+        except BaseException as exc:
+            first = first or exc
+        if first is not None:
+            raise first
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.free()
