@@ -103,7 +103,7 @@ reproduce: $(VENV)/.installed
 	done; \
 	for pair in $(REPRO_COPY); do cp $(REPRO_OUT)/$${pair%%:*} $(REPRO_DOC)/$${pair##*:} || exit $$?; done; \
 	secs=$$(( $$(date +%s) - start )); \
-	echo "make reproduce: $$secs s wall ($$(( secs / 60 )) min $$(( secs % 60 )) s), $$(nproc) cores, $$(date -u +%F)" \
+	echo "make reproduce: $$secs s wall ($$(( secs / 60 )) min $$(( secs % 60 )) s), $$(getconf _NPROCESSORS_ONLN) cores, $$(date -u +%F)" \
 	  | tee $(REPRO_DOC)/wall_time.txt
 
 # `make reproduce-mpi` (optional): the ring-scaling runs on MPI, 1 to 16 agents (configs/seed000/mpi_ring.toml)

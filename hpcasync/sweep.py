@@ -581,6 +581,7 @@ def run_sweep(sweep: Sweep, *, force: bool = False, echo: Callable[[str], None] 
     if not todo:
         return result
     jobs = [job_for(sweep, spec) for spec in todo]
+    start = time.perf_counter()
     show = progress and sys.stderr.isatty()
     with tqdm(total=len(jobs), unit="run", desc="sweep", disable=not show, dynamic_ncols=True) as bar:
         def record(outcome: Outcome) -> None:
@@ -603,12 +604,14 @@ def run_sweep(sweep: Sweep, *, force: bool = False, echo: Callable[[str], None] 
         echo(f"{len(result.failed)} of {len(jobs)} runs failed:")
         for o in result.failed:
             echo(f"  {o.name}: {o.message}")
-    echo(f"sweep {sweep.path}: {len(result.done)} done, {len(result.skipped)} skipped, {len(result.failed)} failed")
+    echo(f"sweep {sweep.path}: {len(result.done)} done, {len(result.skipped)} skipped, {len(result.failed)} failed "
+         f"in {time.perf_counter() - start:.0f} s")
     return result
 
 
 def _run_pool(jobs: list[dict[str, Any]], workers: int, record: Callable[[Outcome], None]) -> None:
-    """At most ``workers`` runs in flight; a worker that dies fails only the runs it was holding."""
+    """At most ``workers`` runs in flight. A worker that dies (killed, segfault) breaks the pool: the runs
+    in flight at that moment are reported failed, a new pool takes the rest (a re-run retries them)."""
     queue = list(jobs)
     pool = ProcessPoolExecutor(max_workers=workers)
     inflight: dict[Future[Outcome], dict[str, Any]] = {}

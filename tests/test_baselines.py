@@ -93,3 +93,11 @@ def test_every_algorithm_lowers_the_loss_on_digits(name: str) -> None:
     first, last = sim.evaluations[0], sim.evaluations[-1]
     assert last["train_loss"] < first["train_loss"] - 0.01
     assert np.isfinite([a.x for a in sim.agents]).all()
+
+
+def test_adpsgd_staleness_counts_iterations_since_the_last_exchange() -> None:
+    sim = run(algorithm={"name": "adpsgd"}, topology={"name": "ring", "n": 4, "shape": []},
+              delays={"case": 1, "straggler": 0}, budget={"time": 200.0})
+    for tr in sim.transports:
+        assert tr.received.max() > 0  # exchanges were recorded
+        assert 0 <= tr.staleness() < 0.5 * np.mean([sim.agents[j].iteration for j in tr.in_neighbors])

@@ -132,6 +132,9 @@ def test_staleness_table(grid, tmp_path):
     make_report([grid], tmp_path / "rep", target=0.9, echo=False)
     md = (tmp_path / "rep" / "staleness.md").read_text()
     assert "| adsgd | 3.00 / 4 (4.00) | 6.00 / 8 (8.00) |" in md
+    # synchronous and pairwise-averaging algorithms never mix an old copy: no staleness to speak of
+    assert "| dsgd | n/a | n/a |" in md and "n/a: dsgd never mixes an old copy" in md
+    assert np.isnan(rows["dsgd-case1-rho0"]["mean"]) and rows["dsgd-case1-rho0"]["note"]
     with open(tmp_path / "rep" / "staleness.csv") as fh:
         assert set(csv.DictReader(fh).fieldnames) == set(analysis.STALENESS_COLUMNS)
 
@@ -155,19 +158,21 @@ def test_scaling(tmp_path):
             write_run(root / f"{alg}-n{n}", algorithm=alg, n=n, times=T, accuracies=ramp(t),
                       gradients_per_time=float(n) if alg == "adsgd" else n / 2)
     runs = [open_run(p) for p in sorted(root.iterdir())]
-    rows = {(r["algorithm"], r["n"]): r for r in analysis.scaling_table(runs, 0.9)}
+    rows = {(r["algorithm"], r["n"]): r for r in analysis.scaling_table(runs, 0.9, loss_target=0.5)}
+    # training loss 2/(k+1) at T[k]: <= 0.5 from k = 3, t = 30, for every run
+    assert rows[("adsgd", 4)]["time_to_loss"] == 30.0 and rows[("dsgd", 4)]["loss_speedup"] == 1.0
     assert rows[("adsgd", 1)]["speedup"] == 1.0 and rows[("adsgd", 4)]["speedup"] == 4.0
     assert rows[("adsgd", 8)]["speedup"] is None and rows[("adsgd", 8)]["throughput_speedup"] == 8.0
     # every algorithm is measured against sequential SGD (1-agent ADSGD)
     assert rows[("dsgd", 2)]["reference"] == "adsgd n=1" and rows[("dsgd", 2)]["speedup"] == 1.0
     assert rows[("dsgd", 4)]["throughput_speedup"] == 2.0
     out = tmp_path / "rep"
-    result = make_report([root], out, target=0.9, echo=False)
+    result = make_report([root], out, target=0.9, echo=False, loss_target=0.5)
     for name in ("scaling.png", "scaling.md", "scaling.csv", "scaling_loss.png", "scaling_accuracy.png"):
         assert (out / name).is_file(), name
     md = (out / "scaling.md").read_text()
-    assert "adsgd n=1 (one agent, no communication: sequential SGD)" in md
-    assert "| adsgd |  | 8 | not reached | – |" in md
+    assert "adsgd n=1 (one agent, no communication: sequential SGD)" in md and "training loss ≤ 0.5" in md
+    assert "| adsgd |  | 8 | not reached | – | 30 | 1.00 | 8 | 8.00 |" in md
     assert len(result["scaling"]) == 6
 
 

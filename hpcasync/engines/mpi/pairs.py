@@ -1,33 +1,32 @@
-"""AD-PSGD's atomic pairwise averaging on MPI: one window of live models with per-operation locks.
+"""AD-PSGD's atomic pairwise averaging on MPI: a window of live models with per-operation locks.
 
 DESIGN §3 ``pair_average(j, v)``: "exclusive lock on j's window, get, put".
 
-Window. Each worker owns, in one ``MPI.Win.Allocate`` window (displacement
-unit 8 bytes), its live model and a few int64 words::
+Model window. Each worker owns, in one ``MPI.Win.Allocate`` window
+(displacement unit 8 bytes), its live model and a few int64 words::
 
-    disp 0 .. d-1        x_i, the agent's model itself (float64)
-    disp d               ITER: the owner's update count, written with x_i
-    disp d+1+k           the update count of neighbour k (k-th of ``neighbors``)
-                         when its model was last averaged into x_i
+    disp 0 .. d-1     x_i, the agent's model itself (float64)
+    disp d            ITER: the owner's update count, written with x_i
+    disp d+1+k        the update count of neighbour k (k-th of ``neighbors``)
+                      when its model was last averaged into x_i (staleness)
 
 The agent's ``x`` *is* this memory (:attr:`PairWindow.x`; the runner binds
 the algorithm's ``x`` to it), rather than a private array copied in and out:
-a copy in/out would need a second buffer and three passes over d per step
+copying in/out would need a second buffer and three passes over d per step
 (apply the local change to the window, copy back, remember what was copied)
 to fold in the averages that arrived meanwhile, while the shared model costs
-one copy (the snapshot below) and keeps the window the single truth, so an
-average can never be lost between two copies.
+one copy per step (the snapshot below) and keeps the window the single
+truth, so no average can be lost between two copies.
 
 Locks. This window is *not* in a long ``Lock_all`` epoch (unlike
 :mod:`windows` and :mod:`board`): atomicity comes from passive-target
 exclusive locks, one per operation.
 
 * An *active* agent i averaging with neighbour j (:meth:`average`):
-  ``Lock(j, EXCLUSIVE)``; ``Get`` x_j and j's ITER; ``Flush(j)``; optionally
-  hold (an injected communication delay); v ← (v + x_j)/2; ``Put`` v into
-  x_j and i's update count into j's word for i; ``Unlock(j)``. Both ends get
-  the same bits, so Σ x changes only by rounding (exact halving of one
-  rounded sum).
+  ``Lock(j, EXCLUSIVE)``; ``Get`` x_j and j's ITER; ``Flush(j)``;
+  v ← (v + x_j)/2; ``Put`` v into x_j and i's update count into j's word
+  for i; ``Unlock(j)``. Both ends get the same bits, so Σ x changes only by
+  rounding (exact halving of one rounded sum).
 * A *passive* agent changes its own x (x ← x − α·g, in the algorithm's step)
   only between :meth:`lock_own` and :meth:`unlock_own` (``Lock(self,
   EXCLUSIVE)``), so no average is interleaved with its update. In the same
@@ -41,19 +40,30 @@ locks only itself, and no rank holds two locks at once (the bipartition,
 ``engines/build.py: active_side``, is checked here). Every lock is released
 in a ``finally``.
 
-Progress. With MPICH (ch4, shared memory) acquiring and releasing a lock on
-j are handled by j's progress engine: a lock or unlock waits until j enters
-MPI (measured here: ≈ 0.9 s while j computed for 1 s without calling MPI;
-the Get/Put themselves are direct copies, ~50 µs at d = 650). So a passive
-agent must call MPI often while it does not compute: :meth:`progress` (an
-``Iprobe``) is called by the runner's padding loop every
-``PAIR_POLL_S``, and the lock/unlock of every own step make progress too.
-An active agent therefore waits at most for the rest of one real gradient
-computation of its peer, plus the poll interval while the peer pads.
+Injected transfer time (``hold``). The simulator keeps both ends of an
+exchange busy for one communication delay, then averages with the peer's
+model of that moment; the peer goes on computing meanwhile and other
+exchanges with it wait. Holding j's lock for the delay would also stop j's
+own steps, so instead i first *reserves* j: a compare-and-swap 0 → i+1 on
+j's word in a second, tiny window that stays in one ``Lock_all`` epoch (like
+:mod:`board`: truly one-sided, it never waits for j). It retries with short
+sleeps while another agent holds the reservation ("waiting while j is
+busy"), sleeps out the delay holding no lock, does the locked exchange above
+and clears the reservation.
 
-The window is freed by :meth:`free` (collective, idempotent, also when the
-constructor fails after allocating); a lock still held (an exception inside
-an exchange) is released first.
+Progress. With MPICH (ch4, shared memory) granting and releasing a lock on
+j are done by j's progress engine: a lock or an unlock waits until j enters
+MPI (measured: ≈ 0.9 s while j computed 1 s without calling MPI; the
+Get/Put themselves are direct copies, ~50 µs at d = 650). So a passive
+agent must call MPI often while it does not compute: :meth:`progress` (an
+``Iprobe``) is called by the runner's padding loop every ``PAIR_POLL_S``,
+and the lock/unlock of each own step make progress too. An active agent
+thus waits at most for the rest of one real gradient computation of its
+peer, or the poll interval while the peer pads.
+
+Both windows are freed by :meth:`free` (collective, idempotent, also when
+the constructor fails after allocating); a lock still held (an exception
+inside an exchange) is released first.
 """
 
 from __future__ import annotations
@@ -75,6 +85,9 @@ _D = MPI.DOUBLE
 _I = MPI.INT64_T
 #: tag of the progress-only Iprobe (matches nothing: no rank sends point-to-point on this communicator)
 PROGRESS_TAG = 0x7AD
+#: sleeps of an active agent while its peer is reserved by another (growing, capped)
+_BUSY_BACKOFF_S = 2e-5
+_BUSY_BACKOFF_MAX_S = 2e-4
 
 
 class PairWindow:
@@ -112,27 +125,35 @@ class PairWindow:
         self._index = {j: k for k, j in enumerate(self.neighbors)}
 
         deg = len(self.neighbors)
-        #: per neighbour: its update count when its model was last averaged into (or with) x here
+        #: per neighbour: its update count when its model was last averaged with this agent's
         self.versions = np.zeros(deg, np.int64)
         # counters (bytes/messages: what this rank moved; the active side initiates every exchange)
         self.bytes_sent = 0
         self.messages_sent = 0
         self.exchanges = 0
-        self.exchange_s = 0.0  # wall time of exchanges (lock wait included, injected hold excluded)
+        self.exchange_s = 0.0  # wall time of the locked exchanges, Lock(j) to Unlock(j) (lock wait included)
         self.exchange_max_s = 0.0
-        self.lock_wait_s = 0.0  # of which: waiting for Lock(j)
+        self.lock_wait_s = 0.0  # of which: waiting in Lock(j)
+        self.busy_wait_s = 0.0  # with a hold: waiting while the peer was reserved by another agent
+        self.busy_retries = 0  # reservation attempts that found the peer busy
         self.own_locks = 0
         self.own_lock_s = 0.0  # passive: waiting for Lock(self) (an exchange in progress)
         self._buf = np.empty(self.dim if self.active else 0, np.float64)
         self._peer_iter = np.zeros(1, np.int64)
-        self._word = np.zeros(1, np.int64)
+        self._word = np.zeros(1, np.int64)  # this agent's update count, put into the peer's slot
+        self._mark = np.array([self.rank + 1], np.int64)  # a reservation by this rank
+        self._zero = np.zeros(1, np.int64)
+        self._seen = np.zeros(1, np.int64)
         self._held: int | None = None  # rank whose lock this rank holds
         self._win: MPI.Win | None = None
+        self._rwin: MPI.Win | None = None
+        self._rwin_locked = False
         try:
             info = MPI.Info.Create()
             try:
                 info.Set("same_disp_unit", "true")
                 self._win = MPI.Win.Allocate((self.dim + 1 + deg) * _WORD, _WORD, info, comm)
+                self._rwin = MPI.Win.Allocate(_WORD, _WORD, info, comm)
             finally:
                 info.Free()
             mem = self._win.tomemory()
@@ -145,6 +166,10 @@ class PairWindow:
             self.x[:] = np.asarray(x0, np.float64)
             self._words[:] = 0
             self._win.Unlock(self.rank)  # completes the local stores before anybody may lock
+            np.frombuffer(self._rwin.tomemory(), np.int64)[:] = 0
+            self._rwin.Lock_all(MPI.MODE_NOCHECK)
+            self._rwin_locked = True
+            self._rwin.Sync()
             comm.Barrier()
         except BaseException:
             self.free()
@@ -160,15 +185,15 @@ class PairWindow:
         return self._win
 
     # -- active side ---------------------------------------------------------------------
-    def average(self, j: int, v: np.ndarray, iteration: int,
-                hold: Callable[[float], None] | None = None) -> float:
+    def average(self, j: int, v: np.ndarray, iteration: int, hold: Callable[[], None] | None = None) -> float:
         """x_i, x_j ← (v + x_j)/2 atomically; ``v`` (this rank's x) is updated in place.
 
         ``iteration`` is this agent's update count (recorded at j for its
-        staleness). ``hold(t_locked)``, if given, runs while j's lock is held,
-        after x_j arrived and before anything changed (the injected transfer
-        time); it receives the ``clock()`` time the lock was granted. Returns
-        the seconds spent in ``hold``.
+        staleness). Waits while j's lock is held (j stepping, or another
+        exchange with j). ``hold()``, if given, is an injected transfer time:
+        j is reserved first (waiting while another agent has reserved it),
+        ``hold`` runs holding no lock, and the average is taken afterwards
+        with j's model of that moment. Returns the seconds spent in ``hold``.
         """
         win = self._check_open()
         if not self.active:
@@ -178,22 +203,42 @@ class PairWindow:
             raise ValueError(f"rank {j} is not a neighbour of rank {self.rank}")
         if np.shape(v) != (self.dim,) or v.dtype != np.float64 or not v.flags.c_contiguous:
             raise ValueError(f"v must be a contiguous float64 array of shape ({self.dim},)")
-        d = self.dim
-        buf = self._buf
         held = 0.0
+        if hold is not None:
+            self._reserve(j)
+            h0 = self.clock()
+            try:
+                hold()
+            except BaseException:
+                self._release(j)
+                raise
+            held = self.clock() - h0
+        try:
+            t1 = self.clock()
+            self._exchange(win, j, v, iteration)
+            elapsed = self.clock() - t1
+        finally:
+            if hold is not None:
+                self._release(j)
+        self.versions[k] = self._peer_iter[0]
+        self.exchanges += 1
+        self.exchange_s += elapsed
+        self.exchange_max_s = max(self.exchange_max_s, elapsed)
+        self.messages_sent += 2
+        self.bytes_sent += 2 * (self.dim + 1) * _WORD
+        return held
+
+    def _exchange(self, win: MPI.Win, j: int, v: np.ndarray, iteration: int) -> None:
+        d = self.dim
         t0 = self.clock()
         win.Lock(j, MPI.LOCK_EXCLUSIVE)
         self._held = j
         try:
-            t_locked = self.clock()
-            win.Get([buf, d, _D], j, target=(0, d, _D))
+            self.lock_wait_s += self.clock() - t0
+            win.Get([self._buf, d, _D], j, target=(0, d, _D))
             win.Get([self._peer_iter, 1, _I], j, target=(d, 1, _I))
             win.Flush(j)
-            if hold is not None:
-                h0 = self.clock()
-                hold(t_locked)
-                held = self.clock() - h0
-            np.add(v, buf, out=v)
+            np.add(v, self._buf, out=v)
             v *= 0.5
             self._word[0] = iteration
             win.Put([v, d, _D], j, target=(0, d, _D))
@@ -201,15 +246,28 @@ class PairWindow:
         finally:
             self._held = None
             win.Unlock(j)
-        elapsed = self.clock() - t0 - held
-        self.versions[k] = self._peer_iter[0]
-        self.exchanges += 1
-        self.exchange_s += elapsed
-        self.exchange_max_s = max(self.exchange_max_s, elapsed)
-        self.lock_wait_s += t_locked - t0
-        self.messages_sent += 2
-        self.bytes_sent += 2 * (d + 1) * _WORD
-        return held
+
+    def _reserve(self, j: int) -> None:
+        """Compare-and-swap j's reservation word 0 → rank+1, retrying with short sleeps while taken."""
+        rwin = self._rwin
+        assert rwin is not None
+        t0 = self.clock()
+        sleep = _BUSY_BACKOFF_S
+        while True:
+            rwin.Compare_and_swap([self._mark, 1, _I], [self._zero, 1, _I], [self._seen, 1, _I], j, 0)
+            rwin.Flush(j)
+            if self._seen[0] == 0:
+                break
+            self.busy_retries += 1
+            time.sleep(sleep)
+            sleep = min(2 * sleep, _BUSY_BACKOFF_MAX_S)
+        self.busy_wait_s += self.clock() - t0
+
+    def _release(self, j: int) -> None:
+        rwin = self._rwin
+        assert rwin is not None
+        rwin.Compare_and_swap([self._zero, 1, _I], [self._mark, 1, _I], [self._seen, 1, _I], j, 0)
+        rwin.Flush(j)
 
     # -- passive side --------------------------------------------------------------------
     def lock_own(self) -> None:
@@ -246,16 +304,14 @@ class PairWindow:
 
     # -- teardown ------------------------------------------------------------------------
     def free(self) -> None:
-        """Release a lock still held and free the window (collective). Idempotent.
+        """Release a lock still held, close the epoch and free both windows (collective). Idempotent.
 
         ``x`` becomes a private copy of the final model, so it stays valid.
         """
-        win = self._win
-        if win is None:
-            return
-        self._win = None
+        win, rwin = self._win, self._rwin
+        self._win = self._rwin = None
         first: BaseException | None = None
-        if self._held is not None:
+        if win is not None and self._held is not None:
             try:
                 win.Unlock(self._held)
             except BaseException as exc:
@@ -264,14 +320,20 @@ class PairWindow:
         if hasattr(self, "x"):
             self.x = np.array(self.x)
             self._words = np.array(self._words)
-            if not self.active:
-                self.snapshot = np.array(self.snapshot)
-            else:
-                self.snapshot = self.x
-        try:
-            win.Free()
-        except BaseException as exc:
-            first = first or exc
+            self.snapshot = self.x if self.active else np.array(self.snapshot)
+        if rwin is not None and self._rwin_locked:
+            self._rwin_locked = False
+            try:
+                rwin.Unlock_all()
+            except BaseException as exc:
+                first = first or exc
+        for w in (rwin, win):
+            if w is None:
+                continue
+            try:
+                w.Free()
+            except BaseException as exc:
+                first = first or exc
         if first is not None:
             raise first
 

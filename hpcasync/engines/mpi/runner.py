@@ -12,13 +12,14 @@ perform each blocking op at once:
   communicator;
 * ``Barrier``: ``Ibarrier``;
 * ``PairAverage`` (AD-PSGD): :meth:`MpiTransport.perform_pair_average`,
-  exclusive lock on the peer's live model (``pairs.py``); with a delay model
-  the lock is held for max(real, one sample of ``delays.comm(rank)`` ×
-  ``time_unit``), as the simulator blocks the pair for one communication
-  delay. The agent's ``x`` is bound to its window of live models; a passive
-  agent runs each of its steps under the lock on its own window, computes
-  its gradient at a snapshot, and keeps MPI progressing while it pads
-  (every ``PAIR_POLL_S``) so that peers' locks are served.
+  exclusive lock on the peer's live model, get, average, put (``pairs.py``);
+  with a delay model the active agent first reserves the peer (other agents
+  wait while it is busy), waits one sample of ``delays.comm(rank)`` ×
+  ``time_unit``, then averages with the peer's model of that moment, as in
+  the simulator. The agent's ``x`` is bound to its window of live models; a
+  passive agent runs each of its steps under the lock on its own window,
+  computes its gradient at a snapshot, and keeps MPI progressing while it
+  pads (every ``PAIR_POLL_S``) so that peers' locks are served.
 
 Collectives are waited for with ``Test`` and growing sleeps. With a delay
 model a round also lasts until the slowest contribution has "travelled"
@@ -413,10 +414,12 @@ class _Worker:
     def _pair_average(self, peer: int, v: np.ndarray) -> None:
         hold = None
         if self.delays_on:
+            # As in the simulator: once the peer is free (reserved for this exchange) the pair is busy
+            # for one communication delay, then averaged with the peer's model of that moment.
             transfer = self.delays.comm(self.rank) * self.unit
 
-            def hold(t_locked: float) -> None:  # the peer stays locked for the injected transfer time
-                self._delay_until(t_locked - self.t0 + transfer)
+            def hold() -> None:
+                self._delay_until(self.now() + transfer)
 
         self.t.perform_pair_average(peer, v, hold)
 
@@ -520,7 +523,7 @@ class _Worker:
         if pairs is not None:  # AD-PSGD: exchanges started here (active) or own-lock waits (passive)
             t.update(pair_averages=float(pairs.exchanges), pair_average_s=pairs.exchange_s,
                      pair_average_max_s=pairs.exchange_max_s, pair_lock_wait_s=pairs.lock_wait_s,
-                     own_lock_wait_s=pairs.own_lock_s)
+                     pair_busy_wait_s=pairs.busy_wait_s, own_lock_wait_s=pairs.own_lock_s)
         return t
 
 

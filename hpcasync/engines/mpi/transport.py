@@ -214,11 +214,11 @@ class MpiTransport(Transport):
         self.comm_s += self.clock() - t0
 
     # -- pairwise averaging (AD-PSGD), performed by the runner --------------------------------
-    def perform_pair_average(self, peer: int, v: np.ndarray, hold: Callable[[float], None] | None = None) -> None:
+    def perform_pair_average(self, peer: int, v: np.ndarray, hold: Callable[[], None] | None = None) -> None:
         """x_i, x_peer ← (v + x_peer)/2 atomically (``v`` is this agent's x, updated in place).
 
-        ``hold(t_locked)`` runs while the peer's lock is held (the injected
-        transfer time, not counted in ``comm_s``); see :meth:`PairWindow.average`.
+        ``hold()``: the injected transfer time, run with the peer reserved but
+        not locked (not counted in ``comm_s``); see :meth:`PairWindow.average`.
         """
         if self.pairs is None:
             raise RuntimeError("pair_average on a transport built without pair_model")

@@ -329,6 +329,10 @@ class Simulator:
         v += x_peer
         v *= 0.5
         x_peer[:] = v
+        # each end now holds the other's model as of this exchange (staleness bookkeeping)
+        for a, b in ((i, peer), (peer, i)):
+            tr = self.transports[a]
+            tr.received[tr.in_index[b]] = self.agents[b].iteration
         self._pair_busy[i] = self._pair_busy[peer] = False
         self._wake(i, self.now, None)
         self._start_pairs()

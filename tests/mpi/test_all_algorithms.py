@@ -1,0 +1,94 @@
+"""Every algorithm runs on both engines: a short MPI run and the same config in the simulator.
+
+Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi -q``. The MPI run
+uses every rank (a ring of ``size`` agents; with an odd size, ``size − 1``
+agents and the monitor, since AD-PSGD needs a bipartite ring). The
+simulator runs the same config inside rank 0 while the other ranks wait in
+a sleeping barrier (a spinning one would steal rank 0's core on an
+oversubscribed machine). A gradient budget means the same in both engines.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from hpcasync.engines.mpi.runner import run_rank
+from hpcasync.engines.sim.runner import build_simulator
+from tests.mpi.test_engine import _all_ok, _config
+
+pytestmark = pytest.mark.timeout(120)
+
+ALGORITHMS = ["adsgd", "adsgd-delta", "dsgd", "allreduce", "adpsgd", "rfast"]
+#: gradients per agent
+STEPS = 300
+#: RFAST takes α/n (seed 000: "identical effective step size"), so give it n·α for the same effective step
+ALPHA = {"rfast": 0.2}
+
+
+@pytest.fixture
+def out_dir() -> Iterator[Path]:
+    import shutil
+    import tempfile
+
+    comm = MPI.COMM_WORLD
+    path = Path(tempfile.mkdtemp(prefix="hpcasync-all-")) if comm.rank == 0 else None
+    path = comm.bcast(path)
+    yield path
+    comm.Barrier()
+    if comm.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _sleeping_barrier(comm: MPI.Comm) -> None:
+    req = comm.Ibarrier()
+    while not req.Test():
+        time.sleep(1e-3)
+
+
+def _check(engine: str, first: float, last: float, models: list[np.ndarray]) -> str | None:
+    if not all(np.all(np.isfinite(x)) for x in models):
+        return f"{engine}: non-finite final models"
+    if not (math.isfinite(first) and math.isfinite(last)):
+        return f"{engine}: train loss {first} -> {last}"
+    if not last < 0.97 * first:
+        return f"{engine}: the train loss of the average model did not decrease: {first:.4f} -> {last:.4f}"
+    return None
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_algorithm_runs_on_both_engines(out_dir: Path, algorithm: str) -> None:
+    comm = MPI.COMM_WORLD
+    n = comm.size if comm.size % 2 == 0 else comm.size - 1
+    cfg = _config(n, algorithm={"name": algorithm, "alpha": ALPHA.get(algorithm, 0.05)}, delays={"model": "none"},
+                  budget={"time": 0.0, "gradients": STEPS * n}, eval={"interval": 1e6},
+                  mpi={"monitor": n != comm.size})
+    # -- MPI ---------------------------------------------------------------------------------------
+    res = run_rank(cfg, out_dir / "mpi", comm)
+    x = None if res.agent is None else np.array(res.agent.model)
+    models = [v for v in comm.allgather(x) if v is not None]
+    error = None
+    if res.evaluations:  # the rank that evaluated the average model (rank 0 or the monitor)
+        error = _check("mpi", res.evaluations[0]["train_loss"], res.final["train_loss"], models)
+        # a rank that finds the budget spent does not compute the gradient it counted: up to n short
+        if error is None and not STEPS * n - n <= res.gradients <= 3 * STEPS * n:
+            error = f"mpi: {res.gradients} gradients for a budget of {STEPS * n}"
+    if res.agent is not None and error is None and res.agent.iteration < 1:
+        error = f"mpi: rank {comm.rank} made no update"
+    # -- the simulator, in rank 0 -------------------------------------------------------------------
+    if comm.rank == 0 and error is None:
+        sim = build_simulator(cfg)
+        sim.run()
+        ev = sim.evaluations
+        error = _check("sim", ev[0]["train_loss"], ev[-1]["train_loss"], [a.model for a in sim.agents])
+        if error is None and sim.gradients < STEPS * n:
+            error = f"sim: {sim.gradients} gradients for a budget of {STEPS * n}"
+    _sleeping_barrier(comm)
+    _all_ok(comm, error)
