@@ -94,7 +94,7 @@ REPRO_COPY := grid/report/loss_rho1.png:grid_loss_rho1.png grid/report/accuracy_
   ablation_beta/report/loss_all.png:ablation_beta_loss.png \
   ablation_beta/report/time_to_target.md:ablation_beta_time_to_target.md
 reproduce: $(VENV)/.installed
-	rm -rf $(REPRO_OUT)
+	rm -rf $(REPRO_OUT)/grid $(REPRO_OUT)/ring $(REPRO_OUT)/ablation_straggler $(REPRO_OUT)/ablation_beta
 	@mkdir -p $(REPRO_DOC)
 	@start=$$(date +%s); \
 	for s in $(REPRO_SWEEPS); do \
@@ -103,7 +103,8 @@ reproduce: $(VENV)/.installed
 	done; \
 	for pair in $(REPRO_COPY); do cp $(REPRO_OUT)/$${pair%%:*} $(REPRO_DOC)/$${pair##*:} || exit $$?; done; \
 	secs=$$(( $$(date +%s) - start )); \
-	echo "make reproduce: $$secs s wall ($$(( secs / 60 )) min $$(( secs % 60 )) s), $$(getconf _NPROCESSORS_ONLN) cores, $$(date -u +%F)" \
+	echo "make reproduce: $$secs s wall ($$(( secs / 60 )) min $$(( secs % 60 )) s), $$(getconf _NPROCESSORS_ONLN) cores," \
+	  "load average at the end $$(cut -d' ' -f1-3 /proc/loadavg), $$(date -u +%F)" \
 	  | tee $(REPRO_DOC)/wall_time.txt
 
 # `make reproduce-mpi` (optional): the ring-scaling runs on MPI, 1 to 16 agents (configs/seed000/mpi_ring.toml)

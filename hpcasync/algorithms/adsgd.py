@@ -16,7 +16,6 @@ import numpy as np
 
 from hpcasync.algorithms.base import AgentSetup, Algorithm, register
 from hpcasync.algorithms.transport import OpGenerator, Transport
-from hpcasync.kernels import adsgd_step
 
 
 @register
@@ -33,6 +32,6 @@ class ADSGD(Algorithm):
         w_nbrs = np.array([self.setup.weights[j] for j in t.in_neighbors], dtype=np.float64)
         while True:
             g = yield from t.gradient(self.x)
-            adsgd_step(self.x, g, t.latest_models(), w_nbrs, self.w_self, self.alpha(), self.setup.beta)
+            t.mix_latest(self.x, g, w_nbrs, self.w_self, self.alpha(), self.setup.beta)
             self.iteration += 1
             t.push_model(self.x)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from hpcasync.kernels import adsgd_step
+
 
 @dataclass
 class Op:
@@ -119,6 +121,19 @@ class Transport(abc.ABC):
     def latest_models(self) -> np.ndarray:
         """The newest complete model from each in-neighbour, ``(degree, d)``, rows ordered
         like ``in_neighbors``. Read-only for the caller; valid until the next call."""
+
+    def mix_latest(self, x: np.ndarray, g: np.ndarray, w_nbrs: np.ndarray, w_self: float, alpha: float,
+                   beta: float) -> None:
+        """ADSGD's step (seed 000 Alg. 2) in place on the newest models of the in-neighbours:
+        x ← (1−β)·x + β·(w_ii·x + Σ_j w_ij·x̃_j) − α·g, ``w_nbrs`` ordered like ``in_neighbors``.
+
+        ``x`` must be this agent's model as it was last pushed (``push_model(x)``
+        with no change since; or, before the first push, its initial model): an
+        engine may rely on it (the MPI engine mixes straight from its window
+        and, should a neighbour's model be overwritten meanwhile, restores x
+        from what it pushed). Default: :meth:`latest_models` + ``adsgd_step``.
+        """
+        adsgd_step(x, g, self.latest_models(), w_nbrs, w_self, alpha, beta)
 
     def latest(self, j: int) -> np.ndarray:
         """The newest complete model received from in-neighbour ``j``."""

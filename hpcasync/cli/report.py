@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--time", choices=("wall", "virtual"), dest="time",
                    help="time axis (default: virtual if all runs are simulated, wall if all are MPI, "
                         "else each run's own)")
+    p.add_argument("--smooth", type=int, default=1, metavar="K",
+                   help="time to target on a moving average of K evaluations (default 1: raw)")
+    p.add_argument("--xmax", type=float, metavar="T", help="cut the time axis of the figures at T")
+    p.add_argument("--loss-target", type=float, metavar="L",
+                   help="also report the time until the average model's training loss is <= L")
     return p
 
 
@@ -36,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.run_dirs[0]) / "report"
     else:
         out = Path("report")
-    result = make_report(args.run_dirs, out, target=args.target, time_key=args.time)
+    if args.smooth < 1:
+        raise UserError(f"--smooth: expected a number of evaluations >= 1, got {args.smooth}")
+    result = make_report(args.run_dirs, out, target=args.target, time_key=args.time, smooth=args.smooth,
+                         xmax=args.xmax, loss_target=args.loss_target)
     print(f"wrote {', '.join(p.name for p in result['files'].values())} to {out}")
     return 0

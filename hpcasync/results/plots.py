@@ -354,7 +354,7 @@ def plot_scaling(rows: Sequence[dict[str, Any]], out_png: str | Path, *, title: 
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="x-small")
     ref = rows[0]["reference"] if rows else ""
-    fig.suptitle(title or f"ring scaling; reference: {ref}", fontsize="medium")
+    fig.suptitle(title or f"scaling with the number of agents; reference: {ref}", fontsize="medium")
     return _save(fig, out_png)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from hpcasync.config import Config, from_dict
 from hpcasync.engines.mpi import runner as runner_mod
 from hpcasync.engines.mpi.runner import RankResult, run_rank
 from hpcasync.engines.mpi.world import SetupError
+from hpcasync.kernels import adsgd_step
 from hpcasync.results.reader import open_run
 
 pytestmark = pytest.mark.timeout(120)
@@ -249,3 +252,123 @@ def test_setup_error_on_one_rank_reaches_all(out_dir: Path, monkeypatch: pytest.
     cfg = _config(comm.size)
     with pytest.raises(SetupError, match=r"^rank 1: data.dir /nowhere: does not exist$"):
         run_rank(cfg, out_dir, comm)
+
+
+# -- ADSGD's zero-copy mixing step (MpiTransport.mix_latest) ---------------------------------------
+
+
+def _pair_transport(comm: MPI.Comm, dim: int, counter: list[int], x0: np.ndarray) -> Any:
+    """Ranks 0 and 1 are neighbours (the others have none); models are numbered by ``counter[0]``."""
+    from hpcasync.engines.mpi.transport import MpiTransport
+
+    nb = {0: [1], 1: [0]}.get(comm.rank, [])
+    return MpiTransport(comm, in_neighbors=nb, out_neighbors=nb, x0=x0, payload="model", synchronous=False,
+                        iteration=lambda: counter[0])
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("restore", ["published", "initial", "backup"])
+def test_mix_latest_redoes_a_torn_mix_exactly(restore: str) -> None:
+    """Rank 1 mixes straight from its window the view of model 1, which model 3 overwrites
+    before the view is validated: the step is undone (x fetched back from rank 0's window,
+    the initial x0 there, or a local backup) and redone from a consistent copy of model 3."""
+    comm = MPI.COMM_WORLD
+    r = comm.rank
+    dim = 4096
+    counter = [0]
+    x0 = np.zeros(dim)
+    t = _pair_transport(comm, dim, counter, x0)
+    error = None
+    try:
+        if r == 0:
+            counter[0] = 1
+            t.push_model(np.full(dim, 1.0))
+        x = x0 if restore == "initial" else np.full(dim, 5.0)
+        if r == 1 and restore == "published":
+            counter[0] = 1
+            t.push_model(x)  # x unchanged from here on: the interface's precondition
+        comm.Barrier()
+        if r == 1:
+            close = t.slots.close_views
+
+            def paused_close() -> list[int]:
+                comm.Barrier()  # rank 0: publish models 2 and 3 (3 rewrites buffer 1)
+                comm.Barrier()
+                return close()
+
+            t.slots.close_views = paused_close
+            start = float(x[0])
+            t.mix_latest(x, np.ones(dim), np.array([0.5]), 0.5, 0.0, 1.0)
+            expected = 0.5 * start + 0.5 * 3.0
+            if not np.all(x == expected) or t.versions.tolist() != [3]:
+                error = f"x {np.unique(x)[:4]} (expected {expected}), versions {t.versions}"
+            elif (t.zero_copy_mixes, t.redone_mixes, t.slots.retries) != (1, 1, 1):
+                error = f"mixes {t.zero_copy_mixes}, redone {t.redone_mixes}, retries {t.slots.retries}"
+        else:
+            comm.Barrier()
+            if r == 0:
+                for u in (2, 3):
+                    counter[0] = u
+                    t.push_model(np.full(dim, float(u)))
+            comm.Barrier()
+    finally:
+        comm.Barrier()
+        t.free()
+    _all_ok(comm, error)
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("restore", ["published", "backup"])
+def test_mix_latest_under_a_hammering_writer(restore: str) -> None:
+    """Rank 0 pushes at full rate (every element = the model number) while rank 1 runs
+    ADSGD steps with mix_latest: every step must be the mix of one complete model, the
+    one ``versions`` reports, whether it was taken from the window or redone."""
+    comm = MPI.COMM_WORLD
+    r = comm.rank
+    dim, seconds = 60_000, 1.0
+    counter = [0]
+    t = _pair_transport(comm, dim, counter, np.zeros(dim))
+    error = None
+    steps = 0
+    w_nbrs, w_self, alpha = np.array([0.5]), 0.5, 0.25
+    g = np.full(dim, 2.0)
+    x = np.zeros(dim)
+    one = np.zeros(1)
+    adsgd_step(one, one, np.zeros((1, 1)), w_nbrs, w_self, alpha, 1.0)  # load the kernels first
+    try:
+        comm.Barrier()
+        stop = time.monotonic() + seconds
+        if r == 0:
+            while time.monotonic() < stop:
+                counter[0] += 1
+                x.fill(float(counter[0]))
+                t.push_model(x)
+        elif r == 1:
+            last = 0
+            while time.monotonic() < stop and error is None:
+                steps += 1
+                value = float(steps % 1000)
+                x.fill(value)
+                if restore == "published":
+                    counter[0] = steps
+                    t.push_model(x)
+                t.mix_latest(x, g, w_nbrs, w_self, alpha, 1.0)
+                v = int(t.versions[0])
+                ref = np.array([value])
+                adsgd_step(ref, g[:1], np.array([[float(v)]]), w_nbrs, w_self, alpha, 1.0)
+                if v < last:
+                    error = f"version went back from {last} to {v}"
+                elif not np.all(x == ref[0]):
+                    error = f"step {steps}: mixed {np.unique(x)[:4]}, the mix of model {v} is {ref[0]}"
+                last = v
+        comm.Barrier()
+        stats = (t.zero_copy_mixes, t.redone_mixes)
+    finally:
+        comm.Barrier()
+        t.free()
+    if r == 1 and error is None and steps < 20:
+        error = f"only {steps} steps in {seconds} s"
+    lines = comm.gather(f"{steps} steps, {stats[0]} zero-copy, {stats[1]} redone" if r == 1 else "")
+    if r == 0:
+        print("\n  [rank 1] " + lines[1], file=sys.stderr)
+    _all_ok(comm, error)

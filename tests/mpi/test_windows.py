@@ -15,6 +15,7 @@ import pytest
 from mpi4py import MPI
 
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
+from hpcasync.kernels import adsgd_step, adsgd_step_rows
 
 SEED = 20240611
 
@@ -132,8 +133,10 @@ def test_initial_model_before_any_publication() -> None:
 
 
 @pytest.mark.mpi(min_size=2)
-def test_no_torn_reads_single_writer() -> None:
-    """Writer 2k publishes at full rate to reader 2k+1, whose every read must be one model."""
+@pytest.mark.parametrize("atomic_words", [False, True])
+def test_no_torn_reads_single_writer(atomic_words: bool) -> None:
+    """Writer 2k publishes at full rate to reader 2k+1, whose every read must be one model
+    (sequence words read with plain loads, the default, or with MPI atomics)."""
     comm = MPI.COMM_WORLD
     r, n = comm.rank, comm.size
     dim, models = 20_000, 3000
@@ -145,7 +148,7 @@ def test_no_torn_reads_single_writer() -> None:
 
     error = None
     reads = 0
-    with ModelSlots(comm, dim, in_nb, out_nb) as slots:
+    with ModelSlots(comm, dim, in_nb, out_nb, atomic_words=atomic_words) as slots:
         comm.Barrier()
         if writer:
             x = np.empty(dim)
@@ -250,6 +253,162 @@ def test_torn_copy_is_detected_and_retried() -> None:
                 slots.publish(np.full(dim, 2.0))
                 slots.publish(np.full(dim, 3.0))
             comm.Barrier()
+    _all_ok(comm, error)
+
+
+# -- zero-copy reads (open_views / close_views) ---------------------------------------------
+
+
+def _mix_expected(x_value: float, versions: np.ndarray, w_nbrs: np.ndarray, w_self: float, alpha: float,
+                  g_value: float) -> float:
+    """The ADSGD step on one element, every neighbour's element equal to its model number."""
+    x = np.array([x_value])
+    adsgd_step(x, np.array([g_value]), versions.astype(np.float64)[:, None], w_nbrs, w_self, alpha, 1.0)
+    return float(x[0])
+
+
+@pytest.mark.mpi(min_size=2)
+def test_zero_copy_mix_under_a_hammering_writer() -> None:
+    """Writer 2k publishes at full rate (every element = the model number) to reader 2k+1,
+    which mixes straight from its window with ``adsgd_step_rows`` meanwhile: each mix that
+    ``close_views`` accepts is the mix of one complete model (every element alike, equal
+    to the step computed from the model number it reports)."""
+    comm = MPI.COMM_WORLD
+    r, n = comm.rank, comm.size
+    dim, seconds = 60_000, 1.0
+    pairs = n // 2
+    writer = r % 2 == 0 and r // 2 < pairs
+    reader = r % 2 == 1
+    out_nb = [r + 1] if writer else []
+    in_nb = [r - 1] if reader else []
+    error = None
+    mixes = torn_mixes = published = 0
+    w_nbrs, w_self, alpha = np.array([0.5]), 0.5, 0.25
+    g = np.full(dim, 2.0)
+    x = np.empty(dim)
+    _mix_expected(7.0, np.zeros(1, np.int64), w_nbrs, w_self, alpha, 2.0)  # load the kernels first
+
+    def mix(slots: ModelSlots) -> tuple[int, list[int]]:
+        x.fill(7.0)
+        data, rows, versions = slots.open_views()
+        adsgd_step_rows(x, g, data, rows, w_nbrs, w_self, alpha, 1.0)
+        torn = slots.close_views()
+        return int(versions[0]), torn
+
+    def check(v: int, last: int) -> str | None:
+        expected = _mix_expected(7.0, np.array([v]), w_nbrs, w_self, alpha, 2.0)
+        if v < last:
+            return f"version went back from {last} to {v}"
+        if not np.all(x == expected):
+            return f"torn mix accepted: version {v}, values {np.unique(x)[:5]}, expected {expected}"
+        return None
+
+    with ModelSlots(comm, dim, in_nb, out_nb) as slots:
+        comm.Barrier()
+        stop = time.monotonic() + seconds
+        if writer:
+            u = 0
+            while time.monotonic() < stop:
+                u += 1
+                x.fill(float(u))
+                slots.publish(x)
+            published = u
+        elif reader:
+            last = 0
+            while time.monotonic() < stop and error is None:
+                v, torn = mix(slots)
+                mixes += 1
+                if torn:
+                    torn_mixes += 1
+                    if torn != [0]:
+                        error = f"close_views returned {torn}"
+                    continue
+                error = check(v, last)
+                last = v
+        comm.Barrier()  # every publication complete
+        final = comm.allgather(published)
+        if reader and error is None:
+            v, torn = mix(slots)
+            error = check(v, 0) if not torn else f"torn after the writer stopped: {torn}"
+            if error is None and v != final[r - 1]:
+                error = f"final view holds model {v}, the writer published {final[r - 1]}"
+        if reader and error is None and mixes < 20:
+            error = f"only {mixes} mixes in {seconds} s"
+    _report(comm, f"reader: {mixes} zero-copy mixes, {torn_mixes} rejected as torn" if reader else
+            (f"writer: {published} models" if writer else ""))
+    _all_ok(comm, error)
+
+
+class _PausingViews(ModelSlots):
+    """Pauses the reader inside its first zero-copy read, after the caller's
+    pass over the views, until the writer has published two more models."""
+
+    paused = False
+
+    def close_views(self) -> list[int]:
+        if not self.paused:
+            self.paused = True
+            self.comm.Barrier()  # writer: go
+            self.comm.Barrier()  # writer: done
+        return super().close_views()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_zero_copy_torn_view_is_detected() -> None:
+    """The view of model 1 (buffer 1) is overwritten by model 3 while in use: close_views must
+    report the slot, and a second zero-copy read must then see model 3 whole."""
+    comm = MPI.COMM_WORLD
+    r = comm.rank
+    dim = 1000
+    in_nb, out_nb = ([0], []) if r == 1 else ([], [1] if r == 0 else [])
+    error = None
+    with _PausingViews(comm, dim, in_nb, out_nb) as slots:
+        if r == 0:
+            slots.publish(np.full(dim, 1.0))
+        comm.Barrier()
+        if r == 1:
+            data, rows, versions = slots.open_views()
+            before = (int(versions[0]), int(rows[0]))
+            torn = slots.close_views()  # pauses: models 2 and 3 are published meanwhile
+            data, rows, versions = slots.open_views()
+            row = data[rows[0]].copy()
+            again = slots.close_views()
+            if before != (1, 1) or torn != [0] or slots.retries != 1:
+                error = f"first view (version, row) {before}, torn {torn}, retries {slots.retries}"
+            elif int(versions[0]) != 3 or again or not np.all(row == 3.0):
+                error = f"second view: version {versions[0]}, torn {again}, payload {np.unique(row)}"
+        else:
+            comm.Barrier()
+            if r == 0:
+                slots.publish(np.full(dim, 2.0))
+                slots.publish(np.full(dim, 3.0))
+            comm.Barrier()
+    _all_ok(comm, error)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_fetch_published_returns_the_last_model() -> None:
+    """A rank gets back, bit for bit, its own last published model (x0 before the first)."""
+    comm = MPI.COMM_WORLD
+    r = comm.rank
+    nb = _neighbors("ring", r, comm.size)
+    dim = 5000
+    x0 = np.linspace(0.0, 1.0, dim)
+    error = None
+    with ModelSlots(comm, dim, nb, nb, x0=x0) as slots:
+        out = np.empty(dim)
+        got = [slots.fetch_published(out)]
+        ok = [np.array_equal(out, x0)]
+        rng = np.random.default_rng([SEED, r])
+        for _ in range(3):
+            x = rng.standard_normal(dim)
+            slots.publish(x)
+            got.append(slots.fetch_published(out))
+            ok.append(np.array_equal(out, x))
+        comm.Barrier()
+        common = slots.common_x0
+    if got != [0, 1, 2, 3] or not all(ok) or not common:
+        error = f"numbers {got}, equal {ok}, common x0 {common}"
     _all_ok(comm, error)
 
 

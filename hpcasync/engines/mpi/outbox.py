@@ -226,9 +226,9 @@ class Outbox:
         transmission in flight lands (``inf`` if none) so the caller knows
         how long it may sleep.
         """
-        self._end_step()
-        if self.comm_delay is None:
+        if self.comm_delay is None:  # immediate sends: nothing is ever queued
             return math.inf
+        self._end_step()
         if now is None:
             now = self.clock()
         while True:

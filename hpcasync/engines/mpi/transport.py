@@ -10,7 +10,22 @@ Non-blocking calls (what the asynchronous algorithms use):
   (staleness). Numbers only grow, which is all the seqlock needs (a
   publication into the buffer being copied always announces a number ≥ d+2).
 * ``latest_models()`` → :meth:`ModelSlots.read_all` into one local
-  ``(deg, d)`` array.
+  ``(deg, d)`` array (allocated on first use).
+* ``mix_latest(x, g, …)`` (ADSGD's step) mixes straight from the window of
+  model slots, without copying them out (:meth:`ModelSlots.open_views`):
+  the in-place kernel reads each neighbour's newest buffer where it lies,
+  then the sequence words are read again. A slot overwritten meanwhile
+  (rare: its writer must start two publications during one kernel) voids
+  the result: x is restored exactly, the neighbours are read with the
+  copying seqlock read and the step is redone. So the mixed x is always the
+  mix of complete models, and the common case saves a copy of every
+  neighbour model per update. x is restored from the copy this rank last
+  published into an out-neighbour's window (:meth:`ModelSlots.fetch_published`;
+  the interface requires x unchanged since it was pushed) when sends are
+  immediate and x is the array last pushed (or the common initial model);
+  otherwise (a delay model: the pushed model reaches the neighbours only
+  later) from a copy of x taken before the kernel — one model copied per
+  update instead of one per neighbour.
 * ``pair_average(j, v)`` (AD-PSGD) → :meth:`perform_pair_average`, called
   by the runner: exclusive lock on j's window of live models, get, average,
   put (:class:`~hpcasync.engines.mpi.pairs.PairWindow`, built when the runner
@@ -39,6 +54,7 @@ collectives' payloads).
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -49,6 +65,7 @@ from hpcasync.algorithms.transport import Transport
 from hpcasync.engines.mpi.outbox import Outbox
 from hpcasync.engines.mpi.pairs import PairWindow
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
+from hpcasync.kernels import adsgd_step, adsgd_step_rows
 
 NEVER = 2**62  # "no stop round agreed yet"
 
@@ -77,14 +94,24 @@ class MpiTransport(Transport):
     ``pair_model`` (AD-PSGD) builds the :class:`PairWindow` of live models,
     initialised with it, on the side of the bipartition given by
     ``pair_active``; the caller then uses ``pairs.x`` as the agent's model.
+    ``yield_before_read``: give up the core (``sched_yield``) before reading
+    the neighbours' models, for ranks that share cores (oversubscribed node).
+    A neighbour waiting for this core then publishes first, so the models
+    read are as fresh as on dedicated cores; without it a rank mixes, for a
+    whole scheduler time slice, models that its core-mates cannot update
+    (measured: RFAST on 4 ranks / 2 cores converged markedly slower). MPICH
+    used to do this as a side effect of the ``Flush`` of its word fetches
+    under ``MPI_THREAD_MULTIPLE``; those are plain loads now.
     """
 
     def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
                  comm_delay: Callable[[], float] | None = None, delta_target: np.ndarray | None = None,
                  message0: np.ndarray | None = None, clock: Callable[[], float] = time.perf_counter,
-                 pair_model: np.ndarray | None = None, pair_active: bool = True) -> None:
+                 pair_model: np.ndarray | None = None, pair_active: bool = True,
+                 yield_before_read: bool = False) -> None:
         self.comm = comm
+        self.yield_before_read = bool(yield_before_read)
         self.rank = comm.Get_rank()
         self.n = comm.Get_size()
         self.in_neighbors = [int(j) for j in in_neighbors]
@@ -105,12 +132,19 @@ class MpiTransport(Transport):
         self.pairs: PairWindow | None = None
         self.versions = np.zeros(len(self.in_neighbors), np.int64)  # model numbers last read
         self._snapshot = delta_target
-        self._latest = np.empty((0, self.dim))
+        # local copies of the neighbours' models: latest_models(), and mix_latest's slow path
+        self._latest = np.empty((0, self.message_dim))
+        self._pushed: np.ndarray | None = None  # the array last pushed, while unchanged (mix_latest)
+        self._backup = np.empty(0)  # mix_latest's copy of x when it cannot be fetched back
+        self.zero_copy_mixes = 0  # mix_latest steps taken straight from the window
+        self.redone_mixes = 0  # ... of which redone because a slot was overwritten meanwhile
         try:
             if payload == "model":
                 self.slots = _NumberedSlots(comm, self.message_dim, self.in_neighbors, self.out_neighbors,
                                             x0=message0)
-                self._latest = np.tile(message0, (len(self.in_neighbors), 1))
+                if comm_delay is None and self.slots.common_x0:
+                    # the initial model lies in every out-neighbour's window: "model 0" is pushed
+                    self._pushed = message0
             elif payload == "delta":
                 initial = None if delta_target is None else np.array(delta_target, np.float64)
                 self.acc = DeltaAccumulator(comm, self.dim, self.out_neighbors, initial=initial)
@@ -176,19 +210,66 @@ class MpiTransport(Transport):
         if self.slots is None:
             raise RuntimeError(f"push_model on a transport for payload {self.payload!r}")
         if self.outbox.immediate:  # the send itself is timed by _send_model
+            self._pushed = None
             self.outbox.push_model(v, self.iteration())
+            self._pushed = v  # published: every out-neighbour's window now holds a copy of v
             return
         t0 = self.clock()
         self.outbox.push_model(v, self.iteration())
         self.comm_s += self.clock() - t0
 
+    def _local_models(self) -> np.ndarray:
+        if self._latest.shape[0] != len(self.in_neighbors):
+            self._latest = np.empty((len(self.in_neighbors), self.message_dim))
+        return self._latest
+
     def latest_models(self) -> np.ndarray:
         if self.slots is None:
             raise RuntimeError(f"latest_models on a transport for payload {self.payload!r}")
         t0 = self.clock()
-        self.versions = self.slots.read_all(self._latest)
+        if self.yield_before_read:
+            os.sched_yield()
+        latest = self._local_models()
+        self.versions = self.slots.read_all(latest)
         self.comm_s += self.clock() - t0
-        return self._latest
+        return latest
+
+    def mix_latest(self, x: np.ndarray, g: np.ndarray, w_nbrs: np.ndarray, w_self: float, alpha: float,
+                   beta: float) -> None:
+        """ADSGD's step, mixing straight from the window (module docstring)."""
+        slots = self.slots
+        if slots is None:
+            raise RuntimeError(f"mix_latest on a transport for payload {self.payload!r}")
+        if x.shape != (slots.dim,):
+            raise ValueError(f"mix_latest: x has shape {x.shape}, the model slots hold ({slots.dim},)")
+        pushed, self._pushed = self._pushed, None  # x changes now: no longer what was pushed
+        published = pushed is x and bool(self.out_neighbors)
+        if not published:
+            if self._backup.shape != x.shape:
+                self._backup = np.empty_like(x)
+            np.copyto(self._backup, x)
+        clock = self.clock
+        t0 = clock()
+        if self.yield_before_read:
+            os.sched_yield()
+        data, rows, versions = slots.open_views()
+        t1 = clock()
+        adsgd_step_rows(x, g, data, rows, w_nbrs, w_self, alpha, beta)
+        t2 = clock()
+        torn = slots.close_views()
+        self.zero_copy_mixes += 1
+        if not torn:
+            self.versions = versions  # the slots' array: rewritten only by the next open_views
+            self.comm_s += (t1 - t0) + (clock() - t2)
+            return
+        # A neighbour's buffer was rewritten under the kernel: undo, read consistent copies, redo.
+        self.redone_mixes += 1
+        if published:
+            slots.fetch_published(x)
+        else:
+            np.copyto(x, self._backup)
+        self.comm_s += (t1 - t0) + (clock() - t2)
+        adsgd_step(x, g, self.latest_models(), w_nbrs, w_self, alpha, beta)
 
     def push_delta(self, j: int, delta: np.ndarray, scale: float = 1.0) -> None:
         if self.acc is None:

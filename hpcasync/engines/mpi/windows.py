@@ -21,6 +21,7 @@ their windows and close their epochs on every exit path: a leaked epoch hangs
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
@@ -38,6 +39,11 @@ _WORD = 8  # bytes in an int64 sequence word and in a float64 element
 _IMMEDIATE_RETRIES = 2
 _BACKOFF_START_S = 1e-5
 _BACKOFF_MAX_S = 1e-3
+
+#: Default of ``ModelSlots(atomic_words=...)``: read the sequence words of this
+#: rank's own slots with MPI atomics (``Get_accumulate(NO_OP)`` + ``Flush``)
+#: instead of plain loads after ``Win.Sync``. See :class:`ModelSlots`.
+ATOMIC_WORD_READS = False
 
 
 def _agree(comm: MPI.Comm, error: str | None, what: str) -> None:
@@ -175,10 +181,11 @@ class ModelSlots(_Epoch):
       slot k at disp ``(2k + b)·dim``.
 
     Words live apart from the data so they are always 8-byte aligned and are
-    only ever touched by atomic operations (``Accumulate(REPLACE)`` by the
-    writer, ``Fetch_and_op``/``Get_accumulate(NO_OP)`` by the reader, which
-    fits the default ``accumulate_ops=same_op_no_op``). One combined window
-    measured the same latency (a publish is 3 flushes either way).
+    only ever written by atomic operations (``Fetch_and_op(REPLACE)`` by the
+    writer; a reader loads them, or with ``atomic_words`` fetches them with
+    ``Fetch_and_op``/``Get_accumulate(NO_OP)``, which fits the default
+    ``accumulate_ops=same_op_no_op``). One combined window measured the same
+    latency (a publish is 3 flushes either way).
 
     Word value w of a slot: model ⌊w/2⌋ is complete in buffer ⌊w/2⌋ mod 2, and
     w odd means model ⌊w/2⌋+1 is being written into the other buffer. Both
@@ -194,6 +201,24 @@ class ModelSlots(_Epoch):
     a tight loop; an agent that computes between publications cannot do
     that). Retries back off, up to 1 ms, instead of spinning.
 
+    Word reads. A reader reads the words of its *own* window. By default it
+    does so with plain aligned 8-byte loads after ``Win.Sync`` (a memory
+    barrier), not with ``Get_accumulate(NO_OP)`` + ``Flush``: the two
+    self-targeted fetches of a read cost 2 × 2-3 µs on an idle node, and
+    under ``MPI_THREAD_MULTIPLE`` each ``Flush`` also yields the core
+    (``sched_yield``), measured 20-150 µs per fetch once other processes
+    compete for the cores. This is the same reasoning as
+    :meth:`Board.set_iteration`'s plain store: the window is
+    ``MPI_WIN_UNIFIED`` memory, the words are 8-byte aligned and written only
+    by ``Fetch_and_op(REPLACE)`` of one int64, and an aligned 8-byte load is
+    single-copy atomic on every CPU MPI runs on (the data copy itself was
+    always plain loads, validated by the words). ``atomic_words=True`` (or
+    :data:`ATOMIC_WORD_READS`) restores the MPI-atomic fetches.
+
+    Zero-copy reads: :meth:`open_views` / :meth:`close_views` hand out the
+    newest buffer of every slot *in place* (no copy), and tell afterwards
+    which of them may have been overwritten while the caller used them.
+
     Threads: ``publish`` may run in one thread while ``read``/``read_all`` run
     in another (they use separate buffers; needs ``MPI_THREAD_MULTIPLE``, the
     mpi4py default); two concurrent publishers or two concurrent readers are
@@ -207,12 +232,17 @@ class ModelSlots(_Epoch):
         in_neighbors: Sequence[int],
         out_neighbors: Sequence[int],
         x0: np.ndarray | None = None,
+        atomic_words: bool | None = None,
     ) -> None:
         """Collective over ``comm``. ``x0`` (default zeros) is the model read from a
-        slot whose writer has not published yet; every rank may pass its own."""
+        slot whose writer has not published yet; every rank may pass its own.
+        ``atomic_words``: read the sequence words with MPI atomics (default
+        :data:`ATOMIC_WORD_READS`; see the class docstring)."""
         super().__init__(comm)
         size = comm.Get_size()
         self.dim = int(dim)
+        self._shape = (self.dim,)
+        self.atomic_words = ATOMIC_WORD_READS if atomic_words is None else bool(atomic_words)
         self.in_neighbors = [int(j) for j in in_neighbors]
         self.out_neighbors = [int(j) for j in out_neighbors]
 
@@ -237,6 +267,10 @@ class ModelSlots(_Epoch):
                 + ", ".join(map(str, mismatch[:5]))
             )
         self._targets = [(j, all_in[j].index(self.rank)) for j in self.out_neighbors]
+        # Whether every rank starts its slots from the same x0, bit for bit: then this rank's
+        # initial model lies in its out-neighbours' windows too ("model 0", fetch_published).
+        crc = None if x0 is None else zlib.crc32(np.ascontiguousarray(x0, np.float64).view(np.uint8))
+        self.common_x0 = len(set(comm.allgather(crc))) == 1
         self._slot_of = {j: k for k, j in enumerate(self.in_neighbors)}
 
         deg = len(self.in_neighbors)
@@ -248,9 +282,25 @@ class ModelSlots(_Epoch):
         self._fetch_dummy = np.zeros(max(deg, 1), np.int64)  # ignored by NO_OP
         self._w1 = np.zeros(max(deg, 1), np.int64)
         self._w2 = np.zeros(max(deg, 1), np.int64)
+        self._all_slots = list(range(deg))
+        # zero-copy reads (open_views/close_views): window row and model number per slot
+        self._view_rows = np.zeros(deg, np.int64)
+        self._view_versions = np.zeros(deg, np.int64)
+        # publish: MPI buffer specs and targets built once (a publish runs every update). The
+        # words are set with Fetch_and_op(REPLACE), measured ~0.8 µs cheaper than a one-element
+        # Accumulate(REPLACE) (MPICH's single-element fast path); each target gets its own
+        # result element, as an RMA result buffer must not be shared by pending operations.
+        self._word_spec = [self._word, 1, MPI.INT64_T]
+        self._word_old = np.zeros(max(len(self._targets), 1), np.int64)
+        self._word_targets = [(j, k, [self._word_old[i:i + 1], 1, MPI.INT64_T])
+                              for i, (j, k) in enumerate(self._targets)]
+        d = self.dim
+        self._data_targets = [[(j, ((2 * k + b) * d, d, MPI.DOUBLE)) for j, k in self._targets] for b in (0, 1)]
         try:
             self._word_win, word_mem = self._allocate(deg * _WORD)
             self._data_win, data_mem = self._allocate(2 * deg * self.dim * _WORD)
+            if self._word_win.Get_attr(MPI.WIN_MODEL) != MPI.WIN_UNIFIED:
+                self.atomic_words = True  # plain loads see remote updates only in the unified model
             self._words = np.frombuffer(word_mem, np.int64)
             self._data = np.frombuffer(data_mem, np.float64).reshape(2 * deg, self.dim)
             self._words[:] = 0
@@ -275,23 +325,26 @@ class ModelSlots(_Epoch):
         step is issued. Returns u. ``x`` may be modified as soon as this returns.
         """
         self._check_open()
-        x = self._as_model(x, "x")
+        if type(x) is not np.ndarray or x.dtype != np.float64 or not x.flags.c_contiguous:
+            x = self._as_model(x, "x")  # copies only a non-float64 or strided array
+        elif x.shape != self._shape:
+            raise ValueError(f"x has shape {x.shape}, expected ({self.dim},)")
         u = self.published + 1
         dim = self.dim
         wwin, dwin = self._word_win, self._data_win
-        word = [self._word, 1, MPI.INT64_T]
+        word, replace = self._word_spec, MPI.REPLACE
 
         self._word[0] = 2 * u - 1
-        for j, k in self._targets:
-            wwin.Accumulate(word, j, target=(k, 1, MPI.INT64_T), op=MPI.REPLACE)
+        for j, k, old in self._word_targets:
+            wwin.Fetch_and_op(word, old, j, k, replace)
         self._flush(wwin)
-        b = u % 2
-        for j, k in self._targets:
-            dwin.Put([x, dim, MPI.DOUBLE], j, target=((2 * k + b) * dim, dim, MPI.DOUBLE))
+        src = [x, dim, MPI.DOUBLE]  # one pass from x itself: no staging copy
+        for j, target in self._data_targets[u % 2]:
+            dwin.Put(src, j, target=target)
         self._flush(dwin)
         self._word[0] = 2 * u
-        for j, k in self._targets:
-            wwin.Accumulate(word, j, target=(k, 1, MPI.INT64_T), op=MPI.REPLACE)
+        for j, k, old in self._word_targets:
+            wwin.Fetch_and_op(word, old, j, k, replace)
         self._flush(wwin)
 
         self.published = u
@@ -341,40 +394,49 @@ class ModelSlots(_Epoch):
 
     def _read_slots(self, slots: list[int], out: np.ndarray) -> np.ndarray:
         """Seqlock read (§5.1) of ``slots`` into the rows of ``out``; returns model numbers."""
-        versions = np.zeros(len(slots), np.int64)
-        todo = list(range(len(slots)))  # row indices still to (re)read
+        n = len(slots)
+        versions = [0] * n
+        todo: Sequence[int] = range(n)  # row indices still to (re)read
         w1 = self._fetch_words(slots, self._w1)
-        self.reads += len(slots)
+        self.reads += n
+        data = self._data
         attempt = 0
         while True:
             self._data_win.Sync()  # order the copy after the word fetch
             for r in todo:
-                d = int(w1[r]) // 2
+                d = w1[r] // 2
                 versions[r] = d
-                out[r] = self._data[2 * slots[r] + d % 2]
+                out[r] = data[2 * slots[r] + d % 2]
             self._data_win.Sync()  # order the copy before the second fetch
             w2 = self._fetch_words(slots, self._w2)
             # Buffer d mod 2 is rewritten only by model d+2, announced by word 2d+3.
             torn = [r for r in todo if w2[r] >= 2 * versions[r] + 3]
             if not torn:
-                return versions
+                return np.array(versions, np.int64)
             self.retries += len(torn)
             attempt += 1
             todo = torn
-            w1[: len(slots)] = w2[: len(slots)]
+            w1 = w2
             if attempt > _IMMEDIATE_RETRIES:
                 time.sleep(min(_BACKOFF_START_S * 2 ** (attempt - _IMMEDIATE_RETRIES), _BACKOFF_MAX_S))
 
-    def _fetch_words(self, slots: list[int], buf: np.ndarray) -> np.ndarray:
-        """Atomically read the sequence words of ``slots`` from this rank's own window."""
+    def _fetch_words(self, slots: list[int], buf: np.ndarray) -> list[int]:
+        """The sequence words of ``slots`` (contiguous) in this rank's own window, read atomically.
+
+        Plain aligned loads after ``Win.Sync``, or MPI atomics with
+        ``atomic_words`` (see the class docstring).
+        """
         win = self._word_win
-        win.Sync()  # see remote updates of the words (unified model)
-        if len(slots) == 1:
+        win.Sync()  # see remote updates of the words (unified model); a full memory barrier
+        n = len(slots)
+        if not self.atomic_words:
+            # ndarray.tolist() reads each int64 with one aligned 8-byte load
+            return self._words[slots[0]:slots[0] + n].tolist() if n else []
+        if n == 1:
             win.Fetch_and_op(
                 [self._fetch_dummy, 1, MPI.INT64_T], [buf, 1, MPI.INT64_T], self.rank, slots[0], MPI.NO_OP
             )
         else:  # read_all: contiguous slots 0..deg-1, element-wise atomic
-            n = len(slots)
             win.Get_accumulate(
                 [self._fetch_dummy, n, MPI.INT64_T],
                 [buf, n, MPI.INT64_T],
@@ -383,7 +445,71 @@ class ModelSlots(_Epoch):
                 op=MPI.NO_OP,
             )
         win.Flush(self.rank)
-        return buf
+        return buf[:n].tolist()
+
+    # -- zero-copy reader -------------------------------------------------------------------
+    def open_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Begin a zero-copy read of every slot: returns ``(data, rows, versions)``.
+
+        ``data`` is this rank's window of slot buffers, shape ``(2·deg, dim)``;
+        ``data[rows[k]]`` is in-neighbour k's newest complete model, number
+        ``versions[k]``, in place: nothing is copied. Writers keep publishing
+        meanwhile, so whatever the caller computes from these rows is valid
+        only if :meth:`close_views`, called after the caller's last load from
+        ``data``, reports no torn slot. ``rows`` and ``versions`` are reused
+        by the next call. Same seqlock as :meth:`read_all` (§5.1) with the
+        copy replaced by the caller's own pass over the buffers.
+        """
+        self._check_open()
+        w1 = self._fetch_words(self._all_slots, self._w1)
+        rows, versions = self._view_rows, self._view_versions
+        for k, w in enumerate(w1):
+            d = w // 2
+            versions[k] = d
+            rows[k] = 2 * k + d % 2
+        self._data_win.Sync()  # order the caller's loads after the word fetch
+        return self._data, rows, versions
+
+    def close_views(self) -> list[int]:
+        """End the read begun by :meth:`open_views`: the slots whose buffer may have
+        been rewritten while it was in use (usually none).
+
+        Buffer d mod 2 is rewritten only by model d+2, announced by word 2d+3
+        before its data is written; a slot listed here must be read again
+        (:meth:`read`/:meth:`read_all`), and anything computed from its view
+        discarded.
+        """
+        self._check_open()
+        self._data_win.Sync()  # order the caller's loads before the second fetch
+        w2 = self._fetch_words(self._all_slots, self._w2)
+        versions = self._view_versions
+        torn = [k for k, w in enumerate(w2) if w >= 2 * int(versions[k]) + 3]
+        self.reads += len(w2)
+        self.retries += len(torn)
+        return torn
+
+    def fetch_published(self, out: np.ndarray) -> int:
+        """Copy this rank's last published model back from an out-neighbour's window into ``out``.
+
+        Returns its number. Exact: that buffer is rewritten only by this
+        rank's own next publication. Lets a caller that updated its model in
+        place undo the update (it has published the model it started from).
+        Before the first publication this is model 0, x0, which the
+        out-neighbour's buffers hold when every rank passed the same x0
+        (:attr:`common_x0`).
+        """
+        self._check_open()
+        if not self._targets:
+            raise RuntimeError("fetch_published: this rank has no out-neighbour")
+        if self.published == 0 and not self.common_x0:
+            raise RuntimeError("fetch_published: nothing published yet, and the ranks' x0 differ")
+        out = self._as_out(out, (self.dim,))
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        j, target = self._data_targets[self.published % 2][0]
+        self._data_win.Get([out, self.dim, MPI.DOUBLE], j, target=target)
+        self._data_win.Flush(j)
+        return self.published
 
     # -- helpers ------------------------------------------------------------------------
     def _as_model(self, x: np.ndarray, name: str) -> np.ndarray:
