@@ -13,7 +13,9 @@ in one job on one machine.
 Fairness: every rank is busy in every phase (the alone phases run on all
 ranks at once, from a barrier), so the ranks share the cores and the memory
 bandwidth the same way in both, and the ratio measures the engine's
-overhead, not contention. Alone–ADSGD–alone cancels a drift of the machine's
+overhead, not contention. With a delay model both pad only the gradient's
+computation to the sampled time, and take their step (alone: the local SGD
+step; ADSGD: mix and publish) after it. Alone–ADSGD–alone cancels a drift of the machine's
 speed (other jobs, clocks) to first order; the two alone rates are reported
 (``alone_drift``: second ÷ first) to show how large it was.
 
@@ -105,11 +107,11 @@ def child(case: str, seconds: float, json_out: Path) -> None:
                 break
             g, _ = oracle.gradient(x)
             grad_s += time.perf_counter() - start
-            axpy(x, -0.01, g)
-            if delays.enabled:
+            if delays.enabled:  # like the engine: the gradient's computation is padded, the step is not
                 end = start + delays.compute(rank) * unit
                 while (now := time.perf_counter()) < end:
                     time.sleep(end - now)
+            axpy(x, -0.01, g)
             count += 1
         return count, time.perf_counter() - t0, grad_s
 

@@ -93,6 +93,20 @@ class DelayModel:
         """Duration of agent i's next outgoing transmission (time units)."""
         return self.comm_samplers[i](self.comm_rngs[i])
 
+    def comm_from(self, i: int, rng: np.random.Generator) -> float:
+        """One sample of agent i's communication *distribution*, drawn from ``rng``.
+
+        For a rank that must time another agent's transfer (the MPI engine's
+        AD-PSGD response leg): it follows i's distribution but neither uses
+        nor advances i's own stream, so i's own samples stay as they were.
+        """
+        return self.comm_samplers[i](rng)
+
+
+def peer_comm_stream(seed: int, i: int) -> np.random.Generator:
+    """Agent i's stream for sampling *other* agents' communication delays (``comm_from``)."""
+    return np.random.default_rng([seed, i, 2])
+
 
 def _streams(seed: int, n: int, which: int) -> list[np.random.Generator]:
     return [np.random.default_rng([seed, i, which]) for i in range(n)]

@@ -101,3 +101,22 @@ def test_adpsgd_staleness_counts_iterations_since_the_last_exchange() -> None:
     for tr in sim.transports:
         assert tr.received.max() > 0  # exchanges were recorded
         assert 0 <= tr.staleness() < 0.5 * np.mean([sim.agents[j].iteration for j in tr.in_neighbors])
+
+
+def test_adpsgd_exchange_is_a_round_trip_so_a_passive_straggler_slows_it() -> None:
+    """An exchange lasts comm(i) + comm(peer) (request, then response): with the comm straggler on
+    the passive side (case 4, agent 0: the 2-colouring makes agent 1 active), AD-PSGD slows down — it used to take
+    only the initiator's delay, which made case 4 equal case 1 run for run."""
+    common = dict(QUADRATIC, algorithm={"name": "adpsgd", "alpha": 0.02},
+                  topology={"name": "complete", "n": 2, "shape": []}, budget={"time": 600.0})
+    constant = {"model": "case", "straggler": 0, "compute_dist": "constant", "comm_dist": "constant"}
+    case1 = run(delays=dict(constant, case=1), **common)
+    case4 = run(delays=dict(constant, case=4), **common)
+    assert case1.agents[1].setup.active and not case1.agents[0].setup.active
+    # active agent: compute 1 + exchange (1 + 1) = 3 per iteration in case 1, 1 + (1 + 10) = 12 in case 4
+    it1, it4 = case1.agents[1].iteration, case4.agents[1].iteration
+    assert abs(it1 - 600 / 3) <= 2
+    assert abs(it4 - 600 / 12) <= 2
+    # the byte count is still two transfers per exchange
+    tr = case4.transports[1]
+    assert abs(tr.messages_sent - 2 * it4) <= 2

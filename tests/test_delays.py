@@ -46,6 +46,17 @@ def test_streams_are_per_agent_and_seeded() -> None:
     assert a.comm(2) != c.comm(2)
 
 
+def test_comm_from_follows_the_peers_distribution_without_touching_its_stream() -> None:
+    """The MPI engine's AD-PSGD response leg: rank 0 samples agent 2's comm delay (case 4, agent 2
+    10× slower) from its own peer stream; agent 2's own samples are unchanged."""
+    cfg = DelaySection(model="case", case=4, straggler=2)
+    a, b = delays.build(cfg, 3, seed=7), delays.build(cfg, 3, seed=7)
+    rng = delays.peer_comm_stream(7, 0)
+    peer = np.array([a.comm_from(2, rng) for _ in range(4000)])
+    assert peer.mean() == pytest.approx(10.0, rel=0.12)
+    assert [a.comm(2) for _ in range(5)] == [b.comm(2) for _ in range(5)]
+
+
 def test_random_stragglers_slow_a_fraction_p_of_iterations() -> None:
     model = delays.build(DelaySection(model="random-stragglers", p=0.1, s=10.0, compute_dist="constant"),
                          n=1, seed=0)

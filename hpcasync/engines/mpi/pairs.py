@@ -41,7 +41,8 @@ locks only itself, and no rank holds two locks at once (the bipartition,
 in a ``finally``.
 
 Injected transfer time (``hold``). The simulator keeps both ends of an
-exchange busy for one communication delay, then averages with the peer's
+exchange busy for a round trip (one communication delay of each end,
+request then response), then averages with the peer's
 model of that moment; the peer goes on computing meanwhile and other
 exchanges with it wait. Holding j's lock for the delay would also stop j's
 own steps, so instead i first *reserves* j: a compare-and-swap 0 → i+1 on

@@ -14,8 +14,9 @@ perform each blocking op at once:
 * ``PairAverage`` (AD-PSGD): :meth:`MpiTransport.perform_pair_average`,
   exclusive lock on the peer's live model, get, average, put (``pairs.py``);
   with a delay model the active agent first reserves the peer (other agents
-  wait while it is busy), waits one sample of ``delays.comm(rank)`` ×
-  ``time_unit``, then averages with the peer's model of that moment, as in
+  wait while it is busy), waits a round trip, ``delays.comm(rank)`` + one
+  sample of the peer's distribution (``delays.comm_from``), × ``time_unit``,
+  then averages with the peer's model of that moment, as in
   the simulator. The agent's ``x`` is bound to its window of live models; a
   passive agent runs each of its steps under the lock on its own window,
   computes its gradient at a snapshot, and keeps MPI progressing while it
@@ -279,6 +280,7 @@ class _Worker:
         self.unit = setup.time_unit
         self.delays_on = setup.delays_on
         self.delays = setup.delays
+        self.peer_comm_rng = delay_models.peer_comm_stream(cfg.run.seed, self.rank)
         self.synchronous = type(self.agent).synchronous
         self.budget_time = cfg.budget.time if cfg.budget.time > 0 else math.inf
         self.budget_gradients = cfg.budget.gradients
@@ -423,8 +425,10 @@ class _Worker:
         hold = None
         if self.delays_on:
             # As in the simulator: once the peer is free (reserved for this exchange) the pair is busy
-            # for one communication delay, then averaged with the peer's model of that moment.
-            transfer = self.delays.comm(self.rank) * self.unit
+            # for a round trip, comm(rank) + comm(peer), then averaged with the peer's model of that
+            # moment. The response leg follows the peer's delay *distribution*, drawn here from this
+            # rank's own peer stream (delays.comm_from), not from the peer's own random stream.
+            transfer = (self.delays.comm(self.rank) + self.delays.comm_from(peer, self.peer_comm_rng)) * self.unit
 
             def hold() -> None:
                 self._delay_until(self.now() + transfer)

@@ -10,8 +10,9 @@ Each agent's algorithm is a generator of blocking ops (see
   + its communication delay) — a round waits for the slowest;
 * ``NeighborExchange``: round r completes for agent i once every
   in-neighbour's round-r model has arrived (its post time + comm delay);
-* ``PairAverage``: both endpoints are blocked for one communication delay,
-  and the pair waits while the peer is busy in another exchange.
+* ``PairAverage``: both endpoints are blocked for a round trip, one sample
+  of each endpoint's communication delay (request, then response), and the
+  pair waits while the peer is busy in another exchange.
 
 Ties: at equal times, agents resume before messages land, and messages land
 before evaluations. So a model that arrives exactly when an agent mixes is
@@ -320,7 +321,9 @@ class Simulator:
             tr = self.transports[i]
             tr.bytes_sent += 2 * v.nbytes
             tr.messages_sent += 2
-            done = self.now + self.delays.comm(i)
+            # a round trip: i's request (x_i) then peer's response (x_peer), one sample of each
+            # endpoint's communication delay, so a slow link on either side slows the exchange
+            done = self.now + self.delays.comm(i) + self.delays.comm(peer)
             self._push(done, PAIR, i, (peer, v))
         self._pair_queue = waiting
 
