@@ -257,7 +257,7 @@ def test_setup_error_on_one_rank_reaches_all(out_dir: Path, monkeypatch: pytest.
 # -- ADSGD's zero-copy mixing step (MpiTransport.mix_latest) ---------------------------------------
 
 
-def _pair_transport(comm: MPI.Comm, dim: int, counter: list[int], x0: np.ndarray) -> Any:
+def _pair_transport(comm: MPI.Comm, counter: list[int], x0: np.ndarray) -> Any:
     """Ranks 0 and 1 are neighbours (the others have none); models are numbered by ``counter[0]``."""
     from hpcasync.engines.mpi.transport import MpiTransport
 
@@ -277,7 +277,7 @@ def test_mix_latest_redoes_a_torn_mix_exactly(restore: str) -> None:
     dim = 4096
     counter = [0]
     x0 = np.zeros(dim)
-    t = _pair_transport(comm, dim, counter, x0)
+    t = _pair_transport(comm, counter, x0)
     error = None
     try:
         if r == 0:
@@ -327,7 +327,7 @@ def test_mix_latest_under_a_hammering_writer(restore: str) -> None:
     r = comm.rank
     dim, seconds = 60_000, 1.0
     counter = [0]
-    t = _pair_transport(comm, dim, counter, np.zeros(dim))
+    t = _pair_transport(comm, counter, np.zeros(dim))
     error = None
     steps = 0
     w_nbrs, w_self, alpha = np.array([0.5]), 0.5, 0.25
