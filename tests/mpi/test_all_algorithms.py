@@ -28,7 +28,9 @@ pytestmark = pytest.mark.timeout(120)
 ALGORITHMS = ["adsgd", "adsgd-delta", "dsgd", "allreduce", "adpsgd", "rfast"]
 #: gradients per agent
 STEPS = 300
-#: RFAST takes α/n (seed 000: "identical effective step size"), so give it n·α for the same effective step
+#: RFAST runs without its α/n here (as in test_baselines.py) and at a larger α: its tracking moves the
+#: average model slowly, and under an oversubscribed, loaded machine a 3 % loss drop at α = 0.05 was
+#: flaky (the simulator gives a 26–47 % drop at α = 0.2 in 1200 gradients)
 ALPHA = {"rfast": 0.2}
 
 
@@ -67,7 +69,8 @@ def _check(engine: str, first: float, last: float, models: list[np.ndarray]) -> 
 def test_algorithm_runs_on_both_engines(out_dir: Path, algorithm: str) -> None:
     comm = MPI.COMM_WORLD
     n = comm.size if comm.size % 2 == 0 else comm.size - 1
-    cfg = _config(n, algorithm={"name": algorithm, "alpha": ALPHA.get(algorithm, 0.05)}, delays={"model": "none"},
+    cfg = _config(n, algorithm={"name": algorithm, "alpha": ALPHA.get(algorithm, 0.05),
+                                              "scale_alpha_by_n": False}, delays={"model": "none"},
                   budget={"time": 0.0, "gradients": STEPS * n}, eval={"interval": 1e6},
                   mpi={"monitor": n != comm.size})
     # -- MPI ---------------------------------------------------------------------------------------
