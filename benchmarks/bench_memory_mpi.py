@@ -68,7 +68,9 @@ def accounted_bytes(worker: Any) -> dict[str, int]:
     if t.slots is not None:
         deg = len(t.in_neighbors)
         parts["slot window (2 per in-neighbour)"] = 2 * deg * t.dim * 8
+        # zero-copy mixing (mix_latest) leaves these empty unless a torn mix or latest_models() needed them
         parts["local neighbour models"] = t._latest.nbytes
+        parts["x backup for a torn mix (delays on)"] = t._backup.nbytes
     if t.acc is not None:
         parts["s"] = agent.s.nbytes
         parts["delta"] = agent.delta.nbytes
