@@ -118,7 +118,7 @@ def child(case: str, seconds: float, json_out: Path) -> None:
             now = time.perf_counter()
             grad_s += now - start
             if delays.enabled:
-                # exactly the engine's padding (runner._Worker._compute): the gradient's computation
+                # exactly the engine's padding (worker.Worker._compute): the gradient's computation
                 # lasts the sampled time on average, sleep overshoot carried over; the step is not padded
                 sample = delays.compute(rank) * unit
                 padded = start + sample - pad_debt

@@ -37,7 +37,7 @@ def child(case: str, seconds: float, json_out: Path) -> None:
     import hpcasync.algorithms.adsgd as adsgd_mod
     from hpcasync import problems
     from hpcasync.config import from_dict
-    from hpcasync.engines.mpi import board, outbox, runner, transport, windows
+    from hpcasync.engines.mpi import board, outbox, runner, transport, windows, worker
     from hpcasync.results import writer
 
     comm = MPI.COMM_WORLD
@@ -64,7 +64,7 @@ def child(case: str, seconds: float, json_out: Path) -> None:
 
     oracle_cls = type(problems.build(cfg, comm.size).oracle(comm.rank, 0))
     wrap(oracle_cls, "gradient", "gradient")
-    wrap(runner._Worker, "_compute", "compute (runner)")
+    wrap(worker.Worker, "_compute", "compute (runner)")
     wrap(windows.ModelSlots, "_fetch_words", "read: word fetches")
     wrap(windows.ModelSlots, "_read_slots", "read (seqlock, total)")
     for name in ("mix_latest", "latest_models"):
@@ -88,16 +88,16 @@ def child(case: str, seconds: float, json_out: Path) -> None:
     wrap(board.Board, "read_iterations", "board.read_iterations")
     wrap(writer.AgentWriter, "append", "hdf5 append")
     wrap(writer.AgentWriter, "flush", "hdf5 flush")
-    wrap(runner._Worker, "_after_step", "after_step (total)")
-    wrap(runner._Worker, "_async_stop", "stop check")
-    loop = runner._Worker.loop
+    wrap(worker.Worker, "_after_step", "after_step (total)")
+    wrap(worker.Worker, "_async_stop", "stop check")
+    loop = worker.Worker.loop
 
     def measured_loop(self: Any) -> None:
         acc.clear()  # set-up and warm-up calls are not part of an update
         calls.clear()
         loop(self)
 
-    runner._Worker.loop = measured_loop  # type: ignore[method-assign]
+    worker.Worker.loop = measured_loop  # type: ignore[method-assign]
 
     with tempfile.TemporaryDirectory(prefix="prof-") as tmp:
         out = comm.bcast(tmp if comm.rank == 0 else None)

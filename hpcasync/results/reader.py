@@ -22,8 +22,8 @@ import numpy as np
 
 from hpcasync.errors import UserError
 from hpcasync.results import schema
+from hpcasync.results.h5io import open_h5
 from hpcasync.results.schema import COMMITTED, EVALUATIONS, UPDATES, Column
-from hpcasync.results.writer import open_h5
 
 # Agent status values, from best to worst.
 COMPLETE, PARTIAL, MISSING, UNREADABLE = "complete", "partial", "missing", "unreadable"

@@ -27,17 +27,10 @@ group's ``committed_rows`` scalar and flush again. Readers never read past
 
 from __future__ import annotations
 
-import errno
-import os
-import platform
-import socket
-import sys
-import time
 import warnings
-from datetime import UTC, datetime
-from importlib import metadata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -45,97 +38,25 @@ import numpy as np
 from hpcasync import __version__
 from hpcasync.errors import UserError
 from hpcasync.results import schema
-from hpcasync.results.schema import COMMITTED, EVALUATIONS, UPDATES, Column
+from hpcasync.results.h5io import (
+    LOCK_TIMEOUT_S,
+    append_rows,
+    create_columns,
+    create_file,
+    ensure_output_dir,
+    now_iso,
+    open_h5,
+    set_attrs,
+)
+from hpcasync.results.provenance import software_versions
+from hpcasync.results.schema import EVALUATIONS, UPDATES
 
-# How long close() and the flushes of keep_open=False writers retry while a
-# reader in another process holds the HDF5 file lock (readers hold it briefly).
-LOCK_TIMEOUT_S = 10.0
+if TYPE_CHECKING:
+    from hpcasync.config import Config
+    from hpcasync.topology import Topology
 
-
-def now_iso() -> str:
-    """Current UTC time, ISO 8601 with seconds."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def ensure_output_dir(out_dir: Path) -> Path:
-    """Create ``out_dir`` (and parents) or raise UserError naming it and why it cannot be written."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"output directory {out_dir}: exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"output directory {out_dir}: not writable ({exc.strerror or exc})") from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UserError(f"output directory {out_dir}: not writable (Permission denied)")
-    return out_dir
-
-
-def _is_lock_error(exc: OSError) -> bool:
-    return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "lock" in str(exc).lower()
-
-
-def open_h5(path: Path, mode: str, *, timeout: float = LOCK_TIMEOUT_S, **kwargs: Any) -> h5py.File:
-    """``h5py.File(path, mode, **kwargs)``, retrying with backoff while another process holds its lock."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        try:
-            return h5py.File(path, mode, **kwargs)
-        except OSError as exc:
-            if not _is_lock_error(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)
-        delay = min(2 * delay, 0.2)
-
-
-def _create_file(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "w", libver="latest")
-    except OSError as exc:
-        raise UserError(f"output file {path}: cannot be created ({exc})") from exc
-
-
-def _attr_value(value: Any) -> Any:
-    """Something HDF5 can store as an attribute; None means: do not store."""
-    if value is None or isinstance(value, str | bool | int | float | np.generic | np.ndarray):
-        return value
-    if isinstance(value, list | tuple):
-        return np.asarray(value)
-    return str(value)
-
-
-def _set_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
-    for key, value in attrs.items():
-        value = _attr_value(value)
-        if value is not None:
-            obj.attrs[key] = value
-
-
-def _create_columns(group: h5py.Group, columns: tuple[Column, ...], chunk_rows: int) -> None:
-    for c in columns:
-        ds = group.create_dataset(c.name, shape=(0,), maxshape=(None,), chunks=(chunk_rows,),
-                                  dtype=c.dtype, fillvalue=c.fill)
-        ds.attrs["units"] = c.units
-        ds.attrs["description"] = c.description
-    ds = group.create_dataset(COMMITTED, data=np.int64(0))
-    ds.attrs["units"] = "rows"
-    ds.attrs["description"] = "rows of this group's columns known to be completely on disk"
-
-
-def _append_rows(file: h5py.File, group: h5py.Group, columns: tuple[Column, ...], start: int,
-                 rows: np.ndarray) -> int:
-    """Append structured ``rows`` at row ``start`` of every column; publish; return the new total."""
-    end = start + len(rows)
-    for c in columns:
-        ds = group[c.name]
-        ds.resize((end,))
-        ds[start:end] = rows[c.name]
-    # Data first, then the commit marker (see module docstring).
-    file.flush()
-    group[COMMITTED][()] = end
-    file.flush()
-    return end
+__all__ = ["LOCK_TIMEOUT_S", "AgentWriter", "RunWriter", "close_writers", "ensure_output_dir", "now_iso",
+           "open_h5", "open_run_writer", "software_versions"]
 
 
 def _closed_append(*args: Any, **kwargs: Any) -> None:
@@ -181,12 +102,12 @@ class AgentWriter:
         chunk = int(chunk_rows or min(self._capacity, 512))
 
         attrs = dict(attrs or {})
-        f = _create_file(path)
+        f = create_file(path)
         try:
-            _set_attrs(f, {"format": schema.FORMAT_VERSION, "rank": self.rank,
+            set_attrs(f, {"format": schema.FORMAT_VERSION, "rank": self.rank,
                            "algorithm": attrs.pop("algorithm", ""), "complete": False,
                            "created": now_iso(), "hpcasync_version": __version__, **attrs})
-            _create_columns(f.create_group(schema.UPDATES_GROUP), UPDATES, chunk)
+            create_columns(f.create_group(schema.UPDATES_GROUP), UPDATES, chunk)
             if keep_open:
                 f.swmr_mode = True
         except BaseException:
@@ -216,11 +137,11 @@ class AgentWriter:
         rows = self._buf[:n]
         if self._file is not None:
             f = self._file
-            self._written = _append_rows(f, f[schema.UPDATES_GROUP], UPDATES, self._written, rows)
+            self._written = append_rows(f, f[schema.UPDATES_GROUP], UPDATES, self._written, rows)
         else:
             with open_h5(self.path, "r+", libver="latest") as f:
                 f.swmr_mode = True
-                self._written = _append_rows(f, f[schema.UPDATES_GROUP], UPDATES, self._written, rows)
+                self._written = append_rows(f, f[schema.UPDATES_GROUP], UPDATES, self._written, rows)
         self._n = 0
 
     @property
@@ -288,30 +209,6 @@ class AgentWriter:
         self.close(complete=exc_type is None)
 
 
-def software_versions(mpi_version: str | None = None) -> dict[str, str]:
-    """Versions of Python, the libraries a run depends on, and the host, for ``/versions``.
-
-    Package versions come from installed metadata, so nothing is imported
-    (importing mpi4py.MPI would initialise MPI). ``mpi_version`` is the MPI
-    library string (``MPI.Get_library_version()``) when the caller has one.
-    """
-    versions = {
-        "python": sys.version.split()[0],
-        "hpcasync": __version__,
-        "hdf5": h5py.version.hdf5_version,
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-    }
-    for package in ("numpy", "numba", "h5py", "mpi4py", "torch"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    if mpi_version:
-        versions["mpi_library"] = mpi_version.strip()
-    return versions
-
-
 class RunWriter:
     """Creates ``out_dir/run.h5`` with the run's metadata and appends the monitor's evaluations.
 
@@ -344,19 +241,19 @@ class RunWriter:
         self._written = 0
         self._closed = False
 
-        f = _create_file(self.path)
+        f = create_file(self.path)
         try:
-            _set_attrs(f, {"format": schema.FORMAT_VERSION, "complete": False, "engine": engine,
+            set_attrs(f, {"format": schema.FORMAT_VERSION, "complete": False, "engine": engine,
                            "created": now_iso(), "hpcasync_version": __version__, "n_agents": self.n_agents})
             f.create_group(schema.CONFIG_GROUP).attrs["toml"] = config_toml
             topo = f.create_group(schema.TOPOLOGY_GROUP)
             topo.create_dataset("adjacency", data=(adjacency != 0).astype(np.uint8)).attrs["units"] = "1"
             topo.create_dataset("weights", data=weights).attrs["units"] = "1"
-            _set_attrs(f.create_group(schema.VERSIONS_GROUP), versions)
+            set_attrs(f.create_group(schema.VERSIONS_GROUP), versions)
             if hosts is not None:
                 ds = f.create_dataset(schema.HOSTS, data=np.array(hosts, dtype=h5py.string_dtype()))
                 ds.attrs["units"] = "host name per rank"
-            _create_columns(f.create_group(schema.EVALUATIONS_GROUP), EVALUATIONS, 256)
+            create_columns(f.create_group(schema.EVALUATIONS_GROUP), EVALUATIONS, 256)
             f.create_group(schema.SUMMARY_GROUP)
             agents = f.create_group(schema.AGENTS_GROUP)
             for rank in range(self.n_agents):
@@ -378,7 +275,7 @@ class RunWriter:
         self._row[0] = (virtual_time, wall_time, gradients, train_loss, test_loss, test_accuracy,
                         consensus_distance)
         # Evaluations are rare (every few time units), so each is published at once for live readers.
-        self._written = _append_rows(self._file, self._file[schema.EVALUATIONS_GROUP], EVALUATIONS,
+        self._written = append_rows(self._file, self._file[schema.EVALUATIONS_GROUP], EVALUATIONS,
                                      self._written, self._row)
 
     def set_summary(self, **attrs: Any) -> None:
@@ -406,7 +303,7 @@ class RunWriter:
             warnings.warn(f"{self.path}: could not reopen to mark it complete ({exc})", stacklevel=2)
             return
         with f:
-            _set_attrs(f[schema.SUMMARY_GROUP], self._summary)
+            set_attrs(f[schema.SUMMARY_GROUP], self._summary)
             f.attrs["finished"] = now_iso()
             f.attrs["complete"] = bool(complete)
 
@@ -415,3 +312,17 @@ class RunWriter:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.close(complete=exc_type is None)
+
+
+def open_run_writer(out_dir: str | Path, cfg: Config, topology: Topology, engine: str, *,
+                    versions: dict[str, Any], hosts: list[str] | None = None) -> RunWriter:
+    """The :class:`RunWriter` of a run of ``cfg`` on ``topology`` (both engines create it so)."""
+    return RunWriter(out_dir, config_toml=cfg.to_toml(), engine=engine, n_agents=topology.n,
+                     adjacency=topology.adjacency(), weights=topology.W, versions=versions, hosts=hosts)
+
+
+def close_writers(writers: Iterable[AgentWriter | RunWriter | None], complete: bool) -> None:
+    """Close every writer given (``None`` entries skipped), marking its file ``complete`` or not."""
+    for w in writers:
+        if w is not None:
+            w.close(complete=complete)

@@ -1,7 +1,7 @@
 """Per-rank "notice board": counters and the model the monitor reads, all one-sided (DESIGN §5).
 
 Every rank of the job (workers and monitor) owns two windows, each held in
-one ``Lock_all(MODE_NOCHECK)`` epoch like :mod:`windows`:
+one ``Lock_all(MODE_NOCHECK)`` epoch (:mod:`.epoch`):
 
 * a word window of :data:`WORDS` int64 per rank: ``SEQ`` the seqlock word of
   the model published for the monitor, ``ITER`` the worker's update count
@@ -29,14 +29,14 @@ from collections.abc import Sequence
 import numpy as np
 from mpi4py import MPI
 
-from hpcasync.engines.mpi.windows import _Epoch
+from hpcasync.engines.mpi.epoch import Epoch
 
 SEQ, ITER, TOTAL = 0, 1, 2
 WORDS = 3
 _W = MPI.INT64_T
 
 
-class Board(_Epoch):
+class Board(Epoch):
     """Collective over ``comm`` (all ranks). ``publishes`` is True on workers of a job with a monitor."""
 
     def __init__(self, comm: MPI.Comm, dim: int, publishes: bool, x0: np.ndarray | None = None) -> None:
@@ -48,21 +48,17 @@ class Board(_Epoch):
         self._one = np.zeros(1, np.int64)
         self._res = np.zeros(1, np.int64)
         self._dummy = np.zeros(1, np.int64)
-        try:
-            self._words_win, wmem = self._allocate(WORDS * 8)
+        def initialise() -> None:
+            self._words_win, self._words = self.allocate(WORDS * 8, np.int64)
             nbytes = 2 * self.dim * 8 if self.publishes else 0
-            self._data_win, dmem = self._allocate(nbytes)
-            self._words = np.frombuffer(wmem, np.int64)
+            self._data_win, data = self.allocate(nbytes)
             self._words[:] = 0
             if self.publishes:
-                data = np.frombuffer(dmem, np.float64).reshape(2, self.dim)
-                data[:] = 0.0 if x0 is None else np.asarray(x0, np.float64)
-            self._open_epochs()
-        except BaseException:
-            self.free()
-            raise
+                data.reshape(2, self.dim)[:] = 0.0 if x0 is None else np.asarray(x0, np.float64)
 
-    def _release_views(self) -> None:
+        self.build(initialise)
+
+    def release_views(self) -> None:
         self._words = np.zeros(0, np.int64)
 
     # -- counters ----------------------------------------------------------------------
@@ -82,12 +78,12 @@ class Board(_Epoch):
         hardware MPI shared memory and RDMA run on, and the count is a
         statistic (staleness, the monitor's gradient column), never a lock.
         """
-        self._check_open()
+        self.check_open()
         self._words[ITER] = k
 
     def read_iterations(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
         """``out[r] ←`` update count of ``ranks[r]`` (atomic remote reads, one flush)."""
-        self._check_open()
+        self.check_open()
         win = self._words_win
         for r, j in enumerate(ranks):
             win.Get_accumulate([self._dummy, 1, _W], [out[r:r + 1], 1, _W], j, target=(ITER, 1, _W),
@@ -97,7 +93,7 @@ class Board(_Epoch):
 
     def add_total(self, k: int) -> int:
         """Add ``k`` gradients to the job-wide counter on rank 0; returns the new total."""
-        self._check_open()
+        self.check_open()
         self._one[0] = k
         self._words_win.Fetch_and_op([self._one, 1, _W], [self._res, 1, _W], 0, TOTAL, MPI.SUM)
         self._words_win.Flush(0)
@@ -106,7 +102,7 @@ class Board(_Epoch):
     # -- the model the monitor reads ---------------------------------------------------
     def publish(self, x: np.ndarray) -> None:
         """Seqlock write of ``x`` into this worker's own buffers (local copies, no remote traffic)."""
-        self._check_open()
+        self.check_open()
         if not self.publishes:
             return
         u = self.published + 1
@@ -130,7 +126,7 @@ class Board(_Epoch):
         Never waits for ``j``: a copy that ``j`` may have overwritten meanwhile
         is discarded and redone, with a growing sleep after the first retries.
         """
-        self._check_open()
+        self.check_open()
         attempt = 0
         w1 = self._fetch(j, SEQ)
         while True:

@@ -19,14 +19,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
+from hpcasync.engines.evaluation import evaluate_average
 from hpcasync.engines.mpi.board import Board
-from hpcasync.kernels import consensus_distance, mean_rows_into
+from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort
+from hpcasync.engines.mpi.summary import print_summary, write_summary
+from hpcasync.engines.mpi.world import World
+from hpcasync.kernels import warmup
 from hpcasync.problems.base import Problem
+from hpcasync.results.writer import RunWriter
 
 # Above this many float64 (n·d) the monitor does not stack all models but sums them one at a time.
 STACK_LIMIT = 25_000_000
@@ -66,7 +70,6 @@ class AverageModelEvaluator:
         if self.stacked:
             for j in range(self.n):
                 self.board.read_model(j, self.rows[j])
-            mean_rows_into(self.mean, self.rows)
             self._sq = math.nan
         else:
             self.mean.fill(0.0)
@@ -81,20 +84,14 @@ class AverageModelEvaluator:
         self.board.read_iterations(range(self.n), self.iterations)
         self.read_s += time.perf_counter() - t0
 
-    def consensus(self) -> float:
-        if self.stacked:
-            return float(consensus_distance(self.rows, self.mean))
-        # (1/n)Σ‖x_i‖² − ‖x̄‖²: one pass over the models (they are not kept)
-        return max(self._sq / self.n - float(self.mean @ self.mean), 0.0)
-
     def evaluate_mean(self, wall: float, gradients: float | None = None) -> dict[str, float]:
         t0 = time.perf_counter()
-        row: dict[str, Any] = {
-            "virtual_time": self.virtual(wall), "wall_time": wall,
-            "gradients": float(self.iterations.sum()) if gradients is None else gradients,
-            "consensus_distance": self.consensus(),
-        }
-        row.update(self.problem.evaluate(self.mean))
+        head = {"virtual_time": self.virtual(wall), "wall_time": wall,
+                "gradients": float(self.iterations.sum()) if gradients is None else gradients}
+        if self.stacked:
+            row = evaluate_average(self.problem.evaluate, head, self.mean, self.rows)
+        else:  # collect() summed the models into mean and their squared norms into _sq
+            row = evaluate_average(self.problem.evaluate, head, self.mean, n=self.n, sum_sq=self._sq)
         self.eval_s += time.perf_counter() - t0
         self.evaluations.append(row)
         return row
@@ -138,3 +135,47 @@ def monitor_loop(evaluator: AverageModelEvaluator, comm: MPI.Comm, clock: Callab
     final = evaluator.evaluate(clock)
     record(final)
     return final
+
+
+def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, result: RankResult, hosts: list[str],
+                abort_on_error: bool, quiet: bool) -> None:
+    """The monitor rank of a run: evaluates until the workers finish, writes run.h5 (see the module docstring)."""
+    assert run_writer is not None
+    comm = world.comm
+    board = None
+    try:
+        board = Board(comm, setup.x0.size, publishes=False)
+        evaluator = AverageModelEvaluator(setup.problem, board, world.n, setup.x0.size, setup.virtual)
+        warmup()  # numba's cached kernels and the problem's evaluation, before the clock starts
+        setup.problem.evaluate(setup.x0)
+        comm.Barrier()
+        t0 = time.perf_counter()
+
+        def clock() -> float:
+            return time.perf_counter() - t0
+
+        def record(row: dict[str, float]) -> None:
+            run_writer.append_eval(**row)
+
+        final = monitor_loop(evaluator, comm, clock, setup.cfg.eval.interval, record)
+        # the workers' final wall time is their own; the monitor's clock is within a barrier of it
+        wall = final["wall_time"]
+        totals = int(final["gradients"])
+        result.evaluations = evaluator.evaluations
+        result.final = final
+        result.gradients = totals
+        result.wall_s = wall
+        result.timings = {"read_s": evaluator.read_s, "eval_s": evaluator.eval_s,
+                          "read_retries": float(board.retries)}
+        write_summary(setup, run_writer, totals, wall, monitor=True)
+        run_writer.setwrite_summary(monitor_host=hosts[world.rank], monitor_read_s=evaluator.read_s,
+                               monitor_eval_s=evaluator.eval_s)
+        if not quiet:
+            print_summary(setup, result, wall, totals)
+    except BaseException as exc:
+        run_writer.close(complete=False)
+        if abort_on_error:
+            abort(comm, world.rank, exc)
+        raise
+    run_writer.close(complete=True)
+    board.free()

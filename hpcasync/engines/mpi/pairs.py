@@ -71,17 +71,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Self
 
 import numpy as np
 from mpi4py import MPI
 
-from hpcasync.engines.mpi.windows import _agree, _check_ranks
+from hpcasync.engines.mpi.epoch import WORD, Epoch, check_ranks
+from hpcasync.engines.mpi.world import agree
 
 __all__ = ["PairWindow"]
 
-_WORD = 8
 _D = MPI.DOUBLE
 _I = MPI.INT64_T
 #: tag of the progress-only Iprobe (matches nothing: no rank sends point-to-point on this communicator)
@@ -91,7 +89,7 @@ _BUSY_BACKOFF_S = 2e-5
 _BUSY_BACKOFF_MAX_S = 2e-4
 
 
-class PairWindow:
+class PairWindow(Epoch):
     """The live models of AD-PSGD. Collective over ``comm`` (the workers) to construct and to free.
 
     ``x0`` is this agent's initial model, ``neighbors`` its neighbours (all on
@@ -100,14 +98,13 @@ class PairWindow:
 
     def __init__(self, comm: MPI.Comm, x0: np.ndarray, neighbors: Sequence[int], active: bool,
                  clock: Callable[[], float] = time.perf_counter) -> None:
-        self.comm = comm
-        self.rank = comm.Get_rank()
+        super().__init__(comm)
         self.dim = int(np.size(x0))
         self.neighbors = [int(j) for j in neighbors]
         self.active = bool(active)
         self.clock = clock
         size = comm.Get_size()
-        error = (f"dim must be a positive integer, got {self.dim}" if self.dim < 1 else None) or _check_ranks(
+        error = (f"dim must be a positive integer, got {self.dim}" if self.dim < 1 else None) or check_ranks(
             self.neighbors, size, self.rank, "neighbors")
         all_nbrs = comm.allgather(self.neighbors)
         all_active = comm.allgather(self.active)
@@ -120,7 +117,7 @@ class PairWindow:
                     error = f"neighbour {j} is {side} like this rank: pairs must cross the bipartition"
                 if error:
                     break
-        _agree(comm, error, "PairWindow")
+        agree(comm, error, "PairWindow")
         # where this rank's count lives in each neighbour's word area
         self._slot_at = {j: all_nbrs[j].index(self.rank) for j in self.neighbors}
         self._index = {j: k for k, j in enumerate(self.neighbors)}
@@ -148,33 +145,24 @@ class PairWindow:
         self._held: int | None = None  # rank whose lock this rank holds
         self._win: MPI.Win | None = None
         self._rwin: MPI.Win | None = None
-        self._rwin_locked = False
-        try:
-            info = MPI.Info.Create()
-            try:
-                info.Set("same_disp_unit", "true")
-                self._win = MPI.Win.Allocate((self.dim + 1 + deg) * _WORD, _WORD, info, comm)
-                self._rwin = MPI.Win.Allocate(_WORD, _WORD, info, comm)
-            finally:
-                info.Free()
-            mem = self._win.tomemory()
+
+        def initialise() -> None:
+            # the live models are locked per exchange, not held in a long epoch (see the module docstring)
+            self._win, mem = self.allocate((self.dim + 1 + deg) * WORD, np.uint8, epoch=False,
+                                           relaxed_ordering=False)
+            self._rwin, rmem = self.allocate(WORD, np.int64, relaxed_ordering=False)
             #: the live model x_i (window memory)
             self.x = np.frombuffer(mem, np.float64, count=self.dim)
-            self._words = np.frombuffer(mem, np.int64, offset=self.dim * _WORD, count=1 + deg)
+            self._words = np.frombuffer(mem, np.int64, offset=self.dim * WORD, count=1 + deg)
             #: x_i as of the end of the last own step (passive side: what the gradient is computed at)
             self.snapshot = np.array(x0, np.float64) if not self.active else self.x
             self._win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
             self.x[:] = np.asarray(x0, np.float64)
             self._words[:] = 0
             self._win.Unlock(self.rank)  # completes the local stores before anybody may lock
-            np.frombuffer(self._rwin.tomemory(), np.int64)[:] = 0
-            self._rwin.Lock_all(MPI.MODE_NOCHECK)
-            self._rwin_locked = True
-            self._rwin.Sync()
-            comm.Barrier()
-        except BaseException:
-            self.free()
-            raise
+            rmem[:] = 0
+
+        self.build(initialise)
 
     @property
     def closed(self) -> bool:
@@ -226,7 +214,7 @@ class PairWindow:
         self.exchange_s += elapsed
         self.exchange_max_s = max(self.exchange_max_s, elapsed)
         self.messages_sent += 2
-        self.bytes_sent += 2 * (self.dim + 1) * _WORD
+        self.bytes_sent += 2 * (self.dim + 1) * WORD
         return held
 
     def _exchange(self, win: MPI.Win, j: int, v: np.ndarray, iteration: int) -> None:
@@ -309,7 +297,7 @@ class PairWindow:
 
         ``x`` becomes a private copy of the final model, so it stays valid.
         """
-        win, rwin = self._win, self._rwin
+        win = self._win
         self._win = self._rwin = None
         first: BaseException | None = None
         if win is not None and self._held is not None:
@@ -322,25 +310,9 @@ class PairWindow:
             self.x = np.array(self.x)
             self._words = np.array(self._words)
             self.snapshot = self.x if self.active else np.array(self.snapshot)
-        if rwin is not None and self._rwin_locked:
-            self._rwin_locked = False
-            try:
-                rwin.Unlock_all()
-            except BaseException as exc:
-                first = first or exc
-        for w in (rwin, win):
-            if w is None:
-                continue
-            try:
-                w.Free()
-            except BaseException as exc:
-                first = first or exc
+        try:
+            super().free()
+        except BaseException as exc:
+            first = first or exc
         if first is not None:
             raise first
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.free()

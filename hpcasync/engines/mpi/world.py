@@ -95,17 +95,27 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def agree(comm: MPI.Comm, error: str | None) -> None:
-    """Raise the same :class:`SetupError` on every rank if any rank has an ``error``. Collective.
+def agree(comm: MPI.Comm, error: str | None, what: str | None = None) -> None:
+    """Raise the same error on every rank if any rank has an ``error``. Collective.
 
-    The message names the first failing rank (``rank 2: data.dir …``); when
-    every rank failed with the same message (a config mistake) it is given
-    without a rank, as a single-process command would print it.
+    The one agreement of the MPI engine: a rank that raised alone would
+    leave the others blocked in the next collective (``Win.Allocate``, a
+    barrier). Without ``what`` (the setup of a run) every rank raises a
+    :class:`SetupError` whose message names the first failing rank
+    (``rank 2: data.dir …``); when every rank failed with the same message (a
+    config mistake) it is given without a rank, as a single-process command
+    would print it. With ``what`` (invalid arguments of a window class, a
+    programming error) every rank raises ``ValueError("what: rank r: …; …")``
+    naming up to three failing ranks.
     """
     errors = comm.allgather(error)
     bad = [r for r, e in enumerate(errors) if e]
     if not bad:
         return
+    if what is not None:
+        listed = [f"rank {r}: {errors[r]}" for r in bad]
+        more = f" (and {len(bad) - 3} more ranks)" if len(bad) > 3 else ""
+        raise ValueError(f"{what}: " + "; ".join(listed[:3]) + more)
     first = errors[bad[0]]
     assert first is not None
     if len(bad) == len(errors) and all(e == first for e in errors):

@@ -33,8 +33,9 @@ import numpy as np
 from hpcasync.algorithms.base import Algorithm
 from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage
 from hpcasync.delays import DelayModel
+from hpcasync.engines.evaluation import evaluate_average
 from hpcasync.engines.sim.transport import Packet, SimTransport
-from hpcasync.kernels import consensus_distance, mean_rows_into
+from hpcasync.kernels import mean_rows_into
 from hpcasync.problems.base import Oracle
 from hpcasync.topology import Topology
 
@@ -349,10 +350,8 @@ class Simulator:
     def _evaluate(self) -> None:
         assert self.evaluate is not None
         rows = np.stack([a.model for a in self.agents])
-        mean_rows_into(self._mean, rows)
-        row = {"virtual_time": self.now, "wall_time": self.wall(), "gradients": float(self.gradients),
-               "consensus_distance": consensus_distance(rows, self._mean)}
-        row.update(self.evaluate(self._mean))
+        head = {"virtual_time": self.now, "wall_time": self.wall(), "gradients": float(self.gradients)}
+        row = evaluate_average(self.evaluate, head, self._mean, rows)
         self.evaluations.append(row)
         if self.recorder is not None:
             self.recorder.evaluation(row)

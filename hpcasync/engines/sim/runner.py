@@ -11,7 +11,7 @@ from hpcasync.config import Config
 from hpcasync.engines.build import build_agent, build_topology
 from hpcasync.engines.sim.engine import Recorder, Simulator
 from hpcasync.results.schema import agent_filename
-from hpcasync.results.writer import AgentWriter, RunWriter, software_versions
+from hpcasync.results.writer import AgentWriter, RunWriter, close_writers, open_run_writer, software_versions
 
 
 class HDF5Recorder:
@@ -62,8 +62,7 @@ def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | Non
         recorder = HDF5Recorder()
         sim = build_simulator(cfg, recorder, progress)
         topology = sim.topology
-        run = RunWriter(out_dir, config_toml=cfg.to_toml(), engine="sim", n_agents=n,
-                        adjacency=topology.adjacency(), weights=topology.W, versions=software_versions())
+        run = open_run_writer(out_dir, cfg, topology, "sim", versions=software_versions())
         writers = [AgentWriter(out_dir / agent_filename(i), i, attrs={"algorithm": cfg.algorithm.name},
                                keep_open=False) for i in range(n)]
         recorder.attach(run, writers)
@@ -77,8 +76,5 @@ def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | Non
                         wall_s=sim.wall())
         complete = True
     finally:
-        for w in writers:
-            w.close(complete=complete)
-        if run is not None:
-            run.close(complete=complete)
+        close_writers([*writers, run], complete=complete)
     return sim

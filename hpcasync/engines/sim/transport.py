@@ -11,15 +11,20 @@ communication delay. (A FIFO of every model would be a queue at utilisation
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from hpcasync.algorithms.transport import Transport
 from hpcasync.kernels import add_and_zero, axpy, copy_into
 
-if TYPE_CHECKING:
-    from hpcasync.engines.sim.engine import Simulator
+
+class AgentHost(Protocol):
+    """What a :class:`SimTransport` needs of its simulator (``engine.Simulator``): the agents."""
+
+    n: int
+    agents: Sequence[Any]
 
 
 class Packet:
@@ -39,9 +44,9 @@ class Packet:
 
 
 class SimTransport(Transport):
-    """Agent ``rank``'s endpoint in a :class:`Simulator`."""
+    """Agent ``rank``'s endpoint in a simulator (``engine.Simulator``)."""
 
-    def __init__(self, sim: Simulator, rank: int, in_neighbors: list[int], out_neighbors: list[int],
+    def __init__(self, sim: AgentHost, rank: int, in_neighbors: list[int], out_neighbors: list[int],
                  x0: np.ndarray, payload: str) -> None:
         self.sim = sim
         self.rank = rank

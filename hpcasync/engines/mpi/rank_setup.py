@@ -1,0 +1,169 @@
+"""What every rank of an MPI run builds before its windows, and how a rank fails (DESIGN §1 ``engines/mpi``).
+
+:class:`RunSetup` is the topology, problem, initial model, delay model and
+(on a worker) the agent and its oracle; :func:`run_setup` builds it on every
+rank and agrees on errors (:func:`world.agree`), so that a setup error on
+one rank raises the same :class:`SetupError` on all. :func:`open_writers`
+does the same for the output files. After setup an error aborts the job
+(:func:`abort`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpi4py import MPI
+
+from hpcasync import delays as delay_models
+from hpcasync import problems
+from hpcasync.algorithms.base import Algorithm
+from hpcasync.config import Config, dump_toml
+from hpcasync.engines.build import build_agent, build_topology
+from hpcasync.engines.mpi import world as world_mod
+from hpcasync.engines.mpi.transport import MpiTransport
+from hpcasync.engines.mpi.world import SetupError, World, agree, describe
+from hpcasync.errors import UserError
+from hpcasync.results.schema import agent_filename
+from hpcasync.results.writer import (
+    AgentWriter,
+    RunWriter,
+    close_writers,
+    ensure_output_dir,
+    open_run_writer,
+    software_versions,
+)
+
+#: algorithms whose blocking ops the MPI engine does not perform yet (name → reason)
+UNSUPPORTED: dict[str, str] = {}
+
+
+class TerminatedError(Exception):
+    """SIGTERM arrived (the launcher is ending the job)."""
+
+
+@dataclass
+class RankResult:
+    """What one rank did; returned by :func:`run_rank` on every rank."""
+
+    rank: int
+    role: str  # "worker" or "monitor"
+    n: int
+    agent: Algorithm | None = None
+    transport: MpiTransport | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    gradients: int = 0  # job-wide, known on the rank that writes run.h5
+    wall_s: float = 0.0
+    out_dir: Path | None = None
+
+
+
+def abort(comm: MPI.Comm, rank: int, exc: BaseException) -> None:
+    """Print this rank's error and end the whole job (never returns)."""
+    if isinstance(exc, TerminatedError):
+        os._exit(143)
+    if not isinstance(exc, UserError):
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"hpcasync run: error: rank {rank}: {describe(exc)}", file=sys.stderr, flush=True)
+    comm.Abort(2 if isinstance(exc, UserError) else 1)
+    os._exit(2)  # pragma: no cover - Abort does not return
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise TerminatedError()
+
+
+
+class RunSetup:
+    """Everything built before the windows: shared by workers and the monitor."""
+
+    def __init__(self, cfg: Config, world: World) -> None:
+        self.cfg = cfg
+        self.world = world
+        self.topology = build_topology(cfg)
+        self.problem = problems.build(cfg, self.topology.n)
+        self.x0 = self.problem.init_params(cfg.run.seed)
+        self.delays = delay_models.build(cfg.delays, self.topology.n, cfg.run.seed)
+        self.time_unit = float(cfg.mpi.time_unit)
+        self.delays_on = bool(self.delays.enabled)
+        self.agent: Algorithm | None = None
+        self.oracle = None
+        if not world.is_monitor:
+            self.agent = build_agent(cfg, self.topology, world.rank, self.x0)
+            self.oracle = self.problem.oracle(world.rank, cfg.run.seed)
+        if cfg.delays.drop > 0:
+            raise UserError(f"config field delays.drop = {cfg.delays.drop}: message loss exists only in the "
+                            "simulator (the MPI transports lose nothing); set it to 0 for `hpcasync run`")
+        if cfg.algorithm.name in UNSUPPORTED:
+            raise UserError(f"algorithm {cfg.algorithm.name}: not available on the MPI engine yet "
+                            f"({UNSUPPORTED[cfg.algorithm.name]}); run it with `hpcasync simulate`")
+
+    def virtual(self, wall: float) -> float:
+        return wall / self.time_unit if self.delays_on else math.nan
+
+
+
+def config_for_comparison(cfg: Config) -> str:
+    d = cfg.to_dict()
+    d["data"] = dict(d["data"], dir="")  # node-local data directories may differ between ranks
+    return dump_toml(d)
+
+
+
+def main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+
+def prepare(cfg: Config, world: World, out: Path, threads: int
+            ) -> tuple[RunSetup, list[str], AgentWriter | None, RunWriter | None]:
+    """Build :class:`RunSetup` and open this rank's output files, agreeing on errors at each step. Collective.
+
+    Returns the setup, every rank's host name, this worker's agent file
+    writer (None on the monitor) and the run.h5 writer (on the rank that
+    writes it, :attr:`World.writes_run_file`).
+    """
+    comm, rank = world.comm, world.rank
+    # -- setup: every rank reports, all agree ------------------------------------------------
+    setup: RunSetup | None = None
+    error = None
+    try:
+        setup = RunSetup(cfg, world)
+    except Exception as exc:
+        if not isinstance(exc, UserError):
+            traceback.print_exception(exc, file=sys.stderr)
+        error = describe(exc)
+    agree(comm, error)
+    agree(comm, world_mod.check_same_config(comm, config_for_comparison(cfg)))
+    assert setup is not None
+    hosts = comm.allgather(MPI.Get_processor_name())
+
+    writer: AgentWriter | None = None
+    run_writer: RunWriter | None = None
+    error = None
+    try:
+        ensure_output_dir(out)
+        if world.writes_run_file:
+            run_writer = open_run_writer(out, cfg, setup.topology, "mpi", hosts=hosts[:setup.topology.n],
+                                         versions=software_versions(mpi_version=MPI.Get_library_version()))
+        if not world.is_monitor:
+            writer = AgentWriter(out / agent_filename(rank), rank, keep_open=True, attrs={
+                "algorithm": cfg.algorithm.name, "engine": "mpi", "host": hosts[rank], "pid": os.getpid(),
+                "time_unit_s": setup.time_unit if setup.delays_on else math.nan, "threads": threads,
+                "delays": cfg.delays.model if setup.delays_on else "none"})
+    except Exception as exc:
+        error = describe(exc)
+    try:
+        agree(comm, error)
+    except SetupError:
+        close_writers((writer, run_writer), complete=False)
+        raise
+    return setup, hosts, writer, run_writer
