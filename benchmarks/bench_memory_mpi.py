@@ -84,12 +84,13 @@ def child(algorithm: str, degree: int, dim: int, delays: bool, seconds: float, j
     from mpi4py import MPI
 
     from hpcasync.config import from_dict
+    from hpcasync.engines.mpi import rank_setup, worker
     from hpcasync.engines.mpi import runner as runner_mod
 
     comm = MPI.COMM_WORLD
     marks: dict[str, Any] = {}
-    setup_init = runner_mod._Setup.__init__
-    loop = runner_mod._Worker.loop
+    setup_init = rank_setup.RunSetup.__init__
+    loop = worker.Worker.loop
 
     def measured_setup(self: Any, *a: Any, **k: Any) -> None:
         setup_init(self, *a, **k)
@@ -101,8 +102,8 @@ def child(algorithm: str, degree: int, dim: int, delays: bool, seconds: float, j
         marks["end"] = proc_memory()
         marks["accounted"] = accounted_bytes(self)
 
-    runner_mod._Setup.__init__ = measured_setup  # type: ignore[method-assign]
-    runner_mod._Worker.loop = measured_loop  # type: ignore[method-assign]
+    rank_setup.RunSetup.__init__ = measured_setup  # type: ignore[method-assign]
+    worker.Worker.loop = measured_loop  # type: ignore[method-assign]
     cfg = from_dict(config(algorithm, degree, dim, delays, seconds))
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         out = comm.bcast(tmp if comm.rank == 0 else None)
