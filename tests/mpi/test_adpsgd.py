@@ -20,7 +20,7 @@ import pytest
 from mpi4py import MPI
 
 from hpcasync.config import Config
-from hpcasync.engines.mpi import runner as runner_mod
+from hpcasync.engines.mpi import rank_setup
 from hpcasync.engines.mpi.runner import RankResult, run_rank
 from hpcasync.engines.mpi.world import SetupError
 from hpcasync.results.reader import open_run
@@ -63,7 +63,7 @@ class _Recording:
 
 def _record_gradients(monkeypatch: pytest.MonkeyPatch) -> dict[str, _Recording]:
     """Make the runner's oracle (not the warm-up's spare one) a :class:`_Recording`."""
-    real = runner_mod.problems.build
+    real = rank_setup.problems.build
     recorded: dict[str, _Recording] = {}
 
     def build(cfg: Config, n: int) -> Any:
@@ -80,7 +80,7 @@ def _record_gradients(monkeypatch: pytest.MonkeyPatch) -> dict[str, _Recording]:
         problem.oracle = oracle
         return problem
 
-    monkeypatch.setattr(runner_mod.problems, "build", build)
+    monkeypatch.setattr(rank_setup.problems, "build", build)
     return recorded
 
 

@@ -22,6 +22,7 @@ import pytest
 from mpi4py import MPI
 
 from hpcasync.config import Config, from_dict
+from hpcasync.engines.mpi import rank_setup
 from hpcasync.engines.mpi import runner as runner_mod
 from hpcasync.engines.mpi.runner import RankResult, run_rank
 from hpcasync.engines.mpi.world import SetupError
@@ -241,14 +242,14 @@ def test_setup_error_on_one_rank_reaches_all(out_dir: Path, monkeypatch: pytest.
     comm = MPI.COMM_WORLD
     from hpcasync.errors import UserError
 
-    real = runner_mod.problems.build
+    real = rank_setup.problems.build
 
     def build(cfg: Config, n: int) -> Any:
         if comm.rank == 1:
             raise UserError("data.dir /nowhere: does not exist")
         return real(cfg, n)
 
-    monkeypatch.setattr(runner_mod.problems, "build", build)
+    monkeypatch.setattr(rank_setup.problems, "build", build)
     cfg = _config(comm.size)
     with pytest.raises(SetupError, match=r"^rank 1: data.dir /nowhere: does not exist$"):
         run_rank(cfg, out_dir, comm)
