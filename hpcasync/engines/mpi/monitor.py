@@ -168,7 +168,7 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
         result.timings = {"read_s": evaluator.read_s, "eval_s": evaluator.eval_s,
                           "read_retries": float(board.retries)}
         write_summary(setup, run_writer, totals, wall, monitor=True)
-        run_writer.setwrite_summary(monitor_host=hosts[world.rank], monitor_read_s=evaluator.read_s,
+        run_writer.set_summary(monitor_host=hosts[world.rank], monitor_read_s=evaluator.read_s,
                                monitor_eval_s=evaluator.eval_s)
         if not quiet:
             print_summary(setup, result, wall, totals)
