@@ -37,7 +37,7 @@ ALGORITHM_LINESTYLES = {"adsgd-delta": "--"}
 MAX_POINTS = 1500  # a curve with more points is thinned for drawing (figures stay small; data untouched)
 
 
-def _case_order(case: str) -> tuple[int, float, str]:
+def case_order(case: str) -> tuple[int, float, str]:
     """Numbered cases first, in numeric order, then named delay models."""
     return (0, float(case), "") if case.isdigit() else (1, 0.0, case)
 
@@ -48,7 +48,7 @@ def _styles(runs: Sequence[Run]) -> list[dict[str, Any]]:
     if len(set(pairs)) < len(pairs):
         return [{"color": f"C{i % 10}"} for i in range(len(runs))]
     colors = algorithm_colors([a for a, _ in pairs])
-    cases = sorted(dict.fromkeys(c for _, c in pairs), key=_case_order)
+    cases = sorted(dict.fromkeys(c for _, c in pairs), key=case_order)
     return [{"color": colors[a], "linestyle": LINESTYLES[cases.index(c) % len(LINESTYLES)]} for a, c in pairs]
 
 
@@ -215,7 +215,7 @@ def _series(row: dict[str, Any]) -> str:
 
 def _draw_bars(ax: Any, table: Sequence[dict[str, Any]], colors: dict[str, str], missing_height: float,
                legend_done: set[str]) -> None:
-    cases = sorted(dict.fromkeys(str(r["case"]) for r in table), key=_case_order)
+    cases = sorted(dict.fromkeys(str(r["case"]) for r in table), key=case_order)
     x = 0.0
     ticks, tick_labels = [], []
     for case in cases:

@@ -196,7 +196,7 @@ def _group_figures(groups: list[tuple[str, str, list[Any]]], table: Sequence[dic
     every = [r for _, _, members in groups for r in members]
     palette = plots.algorithm_colors([series(r) for r in every])
     for label, slug, members in groups:
-        cases = sorted({r.case for r in members}, key=plots._case_order)
+        cases = sorted({r.case for r in members}, key=plots.case_order)
         panels = [(_case_title(c), [r for r in members if r.case == c]) for c in cases]
         suffix = f" — {label}" if label else ""
         files[f"loss_{slug}"] = plots.plot_curve_panels(
@@ -250,7 +250,7 @@ def _write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Pa
 
 
 def _cases_of(table: Sequence[dict[str, Any]]) -> list[str]:
-    return sorted(dict.fromkeys(str(r["case"]) for r in table), key=plots._case_order)
+    return sorted(dict.fromkeys(str(r["case"]) for r in table), key=plots.case_order)
 
 
 def _series_of(row: dict[str, Any]) -> str:
