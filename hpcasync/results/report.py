@@ -117,18 +117,15 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: flo
         if len(by_setting) > 1 else plots.plot_time_to_target_bars(table, out / "time_to_target.png"),
         "csv": write_csv(table, out / "table.csv"),
     }
-    (out / "table.md").write_text(markdown)
-    files["markdown"] = out / "table.md"
+    files["markdown"] = _write_text(out / "table.md", markdown)
     stale = analysis.staleness_table(runs, time_key)
     files["staleness_csv"] = _write_rows(stale, analysis.STALENESS_COLUMNS, out / "staleness.csv")
-    files["staleness"] = out / "staleness.md"
-    files["staleness"].write_text(staleness_markdown(stale))
+    files["staleness"] = _write_text(out / "staleness.md", staleness_markdown(stale))
     pivot = None
     groups = _figure_groups(runs)
     if groups is not None:
         pivot = time_to_target_markdown(table, smooth)
-        (out / "time_to_target.md").write_text(pivot)
-        files["time_to_target_md"] = out / "time_to_target.md"
+        files["time_to_target_md"] = _write_text(out / "time_to_target.md", pivot)
         files["time_to_target_wide"] = write_wide_csv(table, out / "time_to_target.csv")
         files.update(_group_figures(groups, table, out, time_key, target, xmax))
     scaling = None
@@ -223,8 +220,7 @@ def _scaling_outputs(runs: Sequence[Any], rows: list[dict[str, Any]], out: Path,
                      target: float, xmax: float | None) -> dict[str, Path]:
     files = {"scaling": plots.plot_scaling(rows, out / "scaling.png"),
              "scaling_csv": _write_rows(rows, analysis.SCALING_COLUMNS, out / "scaling.csv")}
-    (out / "scaling.md").write_text(scaling_markdown(rows))
-    files["scaling_md"] = out / "scaling.md"
+    files["scaling_md"] = _write_text(out / "scaling.md", scaling_markdown(rows))
     algorithms = sorted({r.algorithm for r in runs}, key=lambda a: (a not in analysis.REFERENCE_ALGORITHMS, a))
     for key, what in (("train_loss", "loss"), ("test_accuracy", "accuracy")):
         panels = []
@@ -238,6 +234,11 @@ def _scaling_outputs(runs: Sequence[Any], rows: list[dict[str, Any]], out: Path,
 
 
 # --------------------------------------------------------------------------- tables
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def _write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> Path:
