@@ -1,4 +1,4 @@
-"""The evaluation of the average model, the same on both engines (DESIGN §8 ``evaluations``).
+"""The evaluation of the average model, the same on both engines (the ``evaluations`` of run.h5).
 
 The simulator at each evaluation, the MPI monitor rank while the workers run,
 and rank 0 of an MPI job without a monitor at the end all record the row

@@ -1,4 +1,4 @@
-"""Low-level HDF5 I/O of a run directory, shared by the writers and the reader (DESIGN §8).
+"""Low-level HDF5 I/O of a run directory, shared by the writers and the reader.
 
 Opening with retries while another process holds the file lock, creating a
 file, attributes, the append-only column groups and their ``committed_rows``

@@ -1,4 +1,4 @@
-"""Provenance of a run: the software versions and the host recorded in ``/versions`` (DESIGN §8)."""
+"""Provenance of a run: the software versions and the host recorded in ``/versions``."""
 
 from __future__ import annotations
 

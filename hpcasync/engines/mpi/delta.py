@@ -1,9 +1,9 @@
-"""A window that neighbours add deltas into, owned by one rank (DESIGN §5.2).
+"""A window that neighbours add deltas into, owned by one rank.
 
 Senders ``Accumulate(SUM)`` into the owner's window; the owner takes the
 deltas atomically. The window lives in one long epoch
 (:mod:`hpcasync.engines.mpi.epoch`). Counts ``bytes_sent`` and
-``messages_sent`` (DESIGN §3).
+``messages_sent``.
 """
 
 from __future__ import annotations

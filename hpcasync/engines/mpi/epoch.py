@@ -1,4 +1,4 @@
-"""The long passive-target epoch that every RMA window of the MPI engine lives in (DESIGN §5).
+"""The long passive-target epoch that every RMA window of the MPI engine lives in.
 
 :class:`Epoch` owns the life cycle of its windows: ``Win.Allocate`` and the
 numpy view of the memory (:meth:`Epoch.allocate`), the local

@@ -1,10 +1,10 @@
-"""What every rank of an MPI run builds before its windows, and how a rank fails (DESIGN §1 ``engines/mpi``).
+"""What every rank of an MPI run builds before its windows, and how a rank fails.
 
 :class:`RunSetup` is the topology, problem, initial model, delay model and
-(on a worker) the agent and its oracle; :func:`run_setup` builds it on every
+(on a worker) the agent and its oracle; :func:`prepare` builds it on every
 rank and agrees on errors (:func:`world.agree`), so that a setup error on
-one rank raises the same :class:`SetupError` on all. :func:`open_writers`
-does the same for the output files. After setup an error aborts the job
+one rank raises the same :class:`SetupError` on all, then does the same
+for the output files. After setup an error aborts the job
 (:func:`abort`).
 """
 
@@ -65,7 +65,6 @@ class RankResult:
     out_dir: Path | None = None
 
 
-
 def abort(comm: MPI.Comm, rank: int, exc: BaseException) -> None:
     """Print this rank's error and end the whole job (never returns)."""
     if isinstance(exc, TerminatedError):
@@ -79,7 +78,6 @@ def abort(comm: MPI.Comm, rank: int, exc: BaseException) -> None:
 
 def on_sigterm(signum: int, frame: Any) -> None:
     raise TerminatedError()
-
 
 
 class RunSetup:
@@ -110,17 +108,14 @@ class RunSetup:
         return wall / self.time_unit if self.delays_on else math.nan
 
 
-
 def config_for_comparison(cfg: Config) -> str:
     d = cfg.to_dict()
     d["data"] = dict(d["data"], dir="")  # node-local data directories may differ between ranks
     return dump_toml(d)
 
 
-
 def main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
 
 
 def prepare(cfg: Config, world: World, out: Path, threads: int

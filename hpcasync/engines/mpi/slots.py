@@ -1,10 +1,10 @@
-"""Double-buffered model slots with a seqlock per in-neighbour (DESIGN §5.1).
+"""Double-buffered model slots with a seqlock per in-neighbour.
 
 Every agent publishes its latest model into a slot in each out-neighbour's
 memory; readers copy the newest complete model. No method takes a lock, and
 none waits for another rank (the windows live in one long epoch,
 :mod:`hpcasync.engines.mpi.epoch`). Counts ``bytes_sent`` and
-``messages_sent`` (DESIGN §3).
+``messages_sent``.
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ def diameter(graph: nx.Graph, n: int) -> int:
         return max(1, n - 1)
 
 
-
 class Worker:
     """The per-rank loop of one agent."""
 
