@@ -18,13 +18,10 @@ from typing import Any
 
 from hpcasync.errors import UserError, require
 
-ALGORITHMS = ("adsgd", "adsgd-delta", "dsgd", "allreduce", "adpsgd", "rfast")
-TOPOLOGIES = ("ring", "grid", "torus", "complete", "star", "exponential", "hypercube", "random", "custom")
+# algorithm, topology, data, problem and delay-model names are checked against their registries
+# (hpcasync.registry); the choices below belong to one field each
 WEIGHTS = ("metropolis", "max-degree")
-DATASETS = ("digits", "mnist", "cifar10", "least-squares", "quadratic")
-PROBLEMS = ("softmax", "least-squares", "quadratic")
 PARTITIONS = ("iid", "heterogeneity", "k-classes", "dirichlet")
-DELAY_MODELS = ("none", "constant", "case", "random-stragglers")
 COMPUTE_DISTS = ("gamma", "exponential", "constant")
 COMM_DISTS = ("lognormal", "exponential", "constant")
 SCHEDULES = ("constant", "exponential")
@@ -45,7 +42,7 @@ class AlgorithmSection:
     batch_size: int = 32
     schedule: str = "constant"  # constant | exponential: alpha_k = alpha * decay**k
     decay: float = 1.0
-    # rfast: divide alpha by n (seed 000 "identical effective step size")
+    # rfast: divide alpha by n (Zhou & Pu 2025 "identical effective step size"; RFAST.effective_alpha)
     scale_alpha_by_n: bool = True
 
 
@@ -211,14 +208,20 @@ def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Field-level checks that need no data or graph (those happen where the object is built)."""
+    from hpcasync.algorithms import ALGORITHMS
+    from hpcasync.data import DATASETS
+    from hpcasync.delays import DELAY_MODELS
+    from hpcasync.problems import PROBLEMS
+    from hpcasync.topology import TOPOLOGIES
+
     a, t, d, dl = cfg.algorithm, cfg.topology, cfg.data, cfg.delays
-    _one_of(a.name, ALGORITHMS, "algorithm.name")
+    ALGORITHMS.validate(a.name)
     require(a.alpha > 0, f"config field algorithm.alpha: expected a step size > 0, got {a.alpha}")
     require(0 < a.beta <= 1, f"config field algorithm.beta: expected 0 < beta <= 1, got {a.beta}")
     require(a.batch_size >= 1, f"config field algorithm.batch_size: expected >= 1, got {a.batch_size}")
     _one_of(a.schedule, SCHEDULES, "algorithm.schedule")
     require(0 < a.decay <= 1, f"config field algorithm.decay: expected 0 < decay <= 1, got {a.decay}")
-    _one_of(t.name, TOPOLOGIES, "topology.name")
+    TOPOLOGIES.validate(t.name)
     _one_of(t.weights, WEIGHTS, "topology.weights")
     require(t.n >= 1, f"config field topology.n: expected >= 1 agents, got {t.n}")
     if t.shape:
@@ -229,14 +232,14 @@ def validate(cfg: Config) -> None:
                 f"nodes but topology.n = {t.n}")
     if t.name == "custom":
         require(bool(t.matrix), "config field topology.matrix: a custom topology needs the path of W")
-    _one_of(d.name, DATASETS, "data.name")
-    _one_of(cfg.problem.name, PROBLEMS, "problem.name")
+    DATASETS.validate(d.name)
+    PROBLEMS.validate(cfg.problem.name)
     _one_of(d.partition, PARTITIONS, "data.partition")
     require(0 <= d.rho <= 1, f"config field data.rho: expected 0 <= rho <= 1, got {d.rho}")
     require(0 < d.test_fraction < 1, f"config field data.test_fraction: expected in (0, 1), got {d.test_fraction}")
     if d.name in ("mnist", "cifar10"):
         require(bool(d.dir), f"config field data.dir: dataset {d.name!r} needs a local directory")
-    _one_of(dl.model, DELAY_MODELS, "delays.model")
+    DELAY_MODELS.validate(dl.model)
     _one_of(dl.compute_dist, COMPUTE_DISTS, "delays.compute_dist")
     _one_of(dl.comm_dist, COMM_DISTS, "delays.comm_dist")
     require(dl.case in (1, 2, 3, 4, 5), f"config field delays.case: expected 1..5, got {dl.case}")
@@ -279,3 +282,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def toml_value(value: Any) -> str:
+    """``value`` written as a TOML value (how the Python API passes overrides to :func:`load`)."""
+    return _toml_value(value)

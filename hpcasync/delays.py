@@ -30,10 +30,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hpcasync.config import DelaySection
+from hpcasync.registry import Registry
 
 Sampler = Callable[[np.random.Generator], float]
 
@@ -112,43 +114,75 @@ def _streams(seed: int, n: int, which: int) -> list[np.random.Generator]:
     return [np.random.default_rng([seed, i, which]) for i in range(n)]
 
 
-def build(cfg: DelaySection, n: int, seed: int) -> DelayModel:
-    """The delay model ``cfg`` describes for ``n`` agents.
+@dataclass
+class DelayPlan:
+    """What a delay model decides for n agents: distributions, per-agent means, random stragglers."""
 
-    ``model = "none"`` means unit constant computation and instant
-    communication in the simulator (it needs *some* clock), and no injected
-    delay at all on MPI (``enabled`` is False).
-    """
-    compute_mean = [cfg.compute_mean] * n
-    comm_mean = [cfg.comm_mean] * n
-    compute_dist, comm_dist = cfg.compute_dist, cfg.comm_dist
-    p, s, enabled = 0.0, 1.0, True
-    if cfg.model == "none":
-        compute_dist = comm_dist = "constant"
-        compute_mean, comm_mean = [1.0] * n, [0.0] * n
-        enabled = False
-    elif cfg.model == "constant":
-        compute_dist = comm_dist = "constant"
-    elif cfg.model == "random-stragglers":
-        p, s = cfg.p, cfg.s
-    elif cfg.model == "case":
-        slow = cfg.straggler
-        if cfg.case == 2:
-            comm_mean = [cfg.slow_comm_mean] * n
-        if cfg.case in (3, 5):
-            compute_mean[slow] = cfg.compute_mean * cfg.slowdown
-        if cfg.case in (4, 5):
-            comm_mean[slow] = cfg.comm_mean * cfg.slowdown
+    compute_dist: str
+    comm_dist: str
+    compute_mean: list[float]
+    comm_mean: list[float]
+    straggle_p: float = 0.0
+    straggle_s: float = 1.0
+    enabled: bool = True
+
+
+#: delay models by ``delays.model``: ``(section, n) -> DelayPlan``
+DELAY_MODELS: Registry[Callable[[DelaySection, int], DelayPlan]] = Registry("delay model", "delays.model")
+
+
+def _plan(cfg: DelaySection, n: int, **changes: Any) -> DelayPlan:
+    plan = DelayPlan(cfg.compute_dist, cfg.comm_dist, [cfg.compute_mean] * n, [cfg.comm_mean] * n)
+    for key, value in changes.items():
+        setattr(plan, key, value)
+    return plan
+
+
+@DELAY_MODELS.register("none")
+def _none(cfg: DelaySection, n: int) -> DelayPlan:
+    """Unit constant computation and instant communication in the simulator (it needs *some*
+    clock), and no injected delay at all on MPI (``enabled`` is False)."""
+    return _plan(cfg, n, compute_dist="constant", comm_dist="constant", compute_mean=[1.0] * n,
+                 comm_mean=[0.0] * n, enabled=False)
+
+
+@DELAY_MODELS.register("constant")
+def _constant(cfg: DelaySection, n: int) -> DelayPlan:
+    return _plan(cfg, n, compute_dist="constant", comm_dist="constant")
+
+
+@DELAY_MODELS.register("case")
+def _case(cfg: DelaySection, n: int) -> DelayPlan:
+    """Zhou & Pu 2025's five cases (the table above)."""
+    plan = _plan(cfg, n)
+    slow = cfg.straggler
+    if cfg.case == 2:
+        plan.comm_mean = [cfg.slow_comm_mean] * n
+    if cfg.case in (3, 5):
+        plan.compute_mean[slow] = cfg.compute_mean * cfg.slowdown
+    if cfg.case in (4, 5):
+        plan.comm_mean[slow] = cfg.comm_mean * cfg.slowdown
+    return plan
+
+
+@DELAY_MODELS.register("random-stragglers")
+def _random_stragglers(cfg: DelaySection, n: int) -> DelayPlan:
+    return _plan(cfg, n, straggle_p=cfg.p, straggle_s=cfg.s)
+
+
+def build(cfg: DelaySection, n: int, seed: int) -> DelayModel:
+    """The delay model ``cfg`` describes for ``n`` agents (``delays.model`` names a :data:`DELAY_MODELS` entry)."""
+    plan = DELAY_MODELS.get(cfg.model)(cfg, n)
     return DelayModel(
-        compute_samplers=[make_sampler(compute_dist, m, shape=cfg.compute_shape) for m in compute_mean],
-        comm_samplers=[make_sampler(comm_dist, m, cv=cfg.comm_cv) for m in comm_mean],
+        compute_samplers=[make_sampler(plan.compute_dist, m, shape=cfg.compute_shape) for m in plan.compute_mean],
+        comm_samplers=[make_sampler(plan.comm_dist, m, cv=cfg.comm_cv) for m in plan.comm_mean],
         compute_rngs=_streams(seed, n, 0),
         comm_rngs=_streams(seed, n, 1),
-        straggle_p=p,
-        straggle_s=s,
-        compute_means=tuple(compute_mean),
-        comm_means=tuple(comm_mean),
-        enabled=enabled,
+        straggle_p=plan.straggle_p,
+        straggle_s=plan.straggle_s,
+        compute_means=tuple(plan.compute_mean),
+        comm_means=tuple(plan.comm_mean),
+        enabled=plan.enabled,
         drop=cfg.drop,
         drop_rng=np.random.default_rng([seed, 0xD809]),
     )

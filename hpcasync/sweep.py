@@ -57,6 +57,7 @@ import sys
 import time
 import tomllib
 import traceback
+import types
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -300,3 +301,18 @@ def _run_pool(jobs: list[dict[str, Any]], workers: int, record: Callable[[Outcom
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``hpcasync.sweep(path, ...)`` runs a sweep (:func:`hpcasync.api.sweep`).
+    The package attribute ``hpcasync.sweep`` is this module once it is imported, so the Python API's
+    function lives on the module's class rather than beside it."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
+        from hpcasync.api import sweep
+
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+

@@ -19,6 +19,7 @@ import numpy as np
 
 from hpcasync.config import TopologySection
 from hpcasync.errors import UserError, require
+from hpcasync.registry import Registry
 
 #: absolute tolerance of the doubly-stochastic and symmetry checks
 TOL = 1e-9
@@ -200,18 +201,13 @@ def random_graph(n: int, degree: float = 3, seed: int = 0, tries: int = RANDOM_T
                     f"(about ln n = {math.log(n):.1f} or more)")
 
 
-#: graph builders by config name; each takes n (grid/torus also shape, random degree and seed)
-GRAPHS: dict[str, Callable[..., nx.Graph]] = {
-    "ring": ring_graph,
-    "grid": grid_graph,
-    "torus": torus_graph,
-    "complete": complete_graph,
-    "star": star_graph,
-    "exponential": exponential_graph,
-    "hypercube": hypercube_graph,
-    "random": random_graph,
-}
-NAMES = (*GRAPHS, "custom")
+#: topology builders by ``topology.name``: ``(section) -> Topology`` (registered at the end of this module)
+TOPOLOGIES: Registry[Callable[[TopologySection], Topology]] = Registry("topology", "topology.name")
+
+
+def register_graph(name: str, graph: Callable[[TopologySection], nx.Graph]) -> None:
+    """Register ``topology.name = name`` for a graph built from the section, with ``topology.weights``."""
+    TOPOLOGIES.add(name, lambda cfg: from_graph(name, graph(cfg), cfg.weights))
 
 
 # --------------------------------------------------------------------------- weights
@@ -357,25 +353,36 @@ def from_graph(name: str, graph: nx.Graph, weights: str = "metropolis") -> Topol
 
 def build(cfg: TopologySection) -> Topology:
     """The topology a ``[topology]`` section describes (DESIGN §2); mistakes raise :class:`UserError`."""
-    require(cfg.name in NAMES,
-            f"config field topology.name: unknown name {cfg.name!r}; expected one of {', '.join(NAMES)}")
+    builder = TOPOLOGIES.get(cfg.name)
     require(isinstance(cfg.n, int) and cfg.n >= 1,
             f"config field topology.n: expected >= 1 agents, got {cfg.n}")
-    n = cfg.n
-    if cfg.name == "custom":
-        require(bool(cfg.matrix), "config field topology.matrix: a custom topology needs the path of W")
-        W = load_matrix(cfg.matrix)
-        source = f"topology.matrix {cfg.matrix}"
-        require(W.shape[0] == n, f"{source}: W is {W.shape[0]}x{W.shape[0]} but topology.n = {n}")
-        graph = graph_from_matrix(W)
-        check_mixing_matrix(W, graph, source)
-        return Topology(name="custom", graph=graph, W=W)
-    if cfg.name in ("grid", "torus") and cfg.shape:
-        require(len(cfg.shape) == 2,
-                f"config field topology.shape: expected [rows, cols], got {cfg.shape}")
-        graph = GRAPHS[cfg.name](n, cfg.shape)
-    elif cfg.name == "random":
-        graph = random_graph(n, cfg.degree, cfg.seed)
-    else:
-        graph = GRAPHS[cfg.name](n)
-    return from_graph(cfg.name, graph, cfg.weights)
+    return builder(cfg)
+
+
+def _custom(cfg: TopologySection) -> Topology:
+    """W read from ``topology.matrix``; the graph is W's sparsity."""
+    require(bool(cfg.matrix), "config field topology.matrix: a custom topology needs the path of W")
+    W = load_matrix(cfg.matrix)
+    source = f"topology.matrix {cfg.matrix}"
+    require(W.shape[0] == cfg.n, f"{source}: W is {W.shape[0]}x{W.shape[0]} but topology.n = {cfg.n}")
+    graph = graph_from_matrix(W)
+    check_mixing_matrix(W, graph, source)
+    return Topology(name="custom", graph=graph, W=W)
+
+
+def _shape(cfg: TopologySection) -> list[int] | None:
+    if not cfg.shape:
+        return None
+    require(len(cfg.shape) == 2, f"config field topology.shape: expected [rows, cols], got {cfg.shape}")
+    return cfg.shape
+
+
+register_graph("ring", lambda cfg: ring_graph(cfg.n))
+register_graph("grid", lambda cfg: grid_graph(cfg.n, _shape(cfg)))
+register_graph("torus", lambda cfg: torus_graph(cfg.n, _shape(cfg)))
+register_graph("complete", lambda cfg: complete_graph(cfg.n))
+register_graph("star", lambda cfg: star_graph(cfg.n))
+register_graph("exponential", lambda cfg: exponential_graph(cfg.n))
+register_graph("hypercube", lambda cfg: hypercube_graph(cfg.n))
+register_graph("random", lambda cfg: random_graph(cfg.n, cfg.degree, cfg.seed))
+TOPOLOGIES.add("custom", _custom)

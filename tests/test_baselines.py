@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hpcasync import algorithms
 from hpcasync.engines.sim.runner import build_simulator
 from hpcasync.errors import UserError
 from tests.conftest import make_config
@@ -84,7 +85,7 @@ def test_alg3_does_not_tolerate_lost_messages() -> None:
     assert max(errors) > 1e-3
 
 
-@pytest.mark.parametrize("name", ["adsgd", "adsgd-delta", "dsgd", "allreduce", "adpsgd", "rfast"])
+@pytest.mark.parametrize("name", algorithms.names())  # every registered algorithm, new ones included
 def test_every_algorithm_lowers_the_loss_on_digits(name: str) -> None:
     # RFAST's α/n (seed 000's setting) is n× slower; compare at the same α here
     algorithm = {"name": name, "scale_alpha_by_n": False}

@@ -1,14 +1,25 @@
-"""Algorithms, one module each, written against :mod:`hpcasync.algorithms.transport` only."""
+"""Algorithms, one module each, written against :mod:`hpcasync.algorithms.transport` only.
 
-import importlib
+A module of this package that defines an :class:`Algorithm` subclass decorated
+with :func:`register` is found by name (``ALGORITHMS``, discovered with
+pkgutil); one outside the package runs as ``algorithm.name =
+"package.module:Class"`` or registers through the ``hpcasync.algorithms``
+entry-point group.
+"""
 
-_MODULES = ("adsgd", "adsgd_delta", "dsgd", "allreduce", "adpsgd", "rfast")
+from hpcasync.algorithms.base import (
+    ALGORITHMS,
+    FEATURES,
+    AgentSetup,
+    Algorithm,
+    StepSize,
+    get,
+    lookup,
+    names,
+    reference_algorithms,
+    register,
+)
+from hpcasync.algorithms.transport import OpGenerator, Transport
 
-
-def load_all() -> None:
-    for mod in _MODULES:
-        try:
-            importlib.import_module(f"hpcasync.algorithms.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"hpcasync.algorithms.{mod}":
-                raise
+__all__ = ["ALGORITHMS", "FEATURES", "AgentSetup", "Algorithm", "OpGenerator", "StepSize", "Transport", "get",
+           "lookup", "names", "reference_algorithms", "register"]

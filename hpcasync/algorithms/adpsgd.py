@@ -27,11 +27,17 @@ class ADPSGD(Algorithm):
     name = "adpsgd"
     payload = "none"
     needs_bipartite = True
+    requires = frozenset({"pair_average"})
+    mixes_stale_copies = False
+    staleness_note = "atomic pairwise averaging of current models"
     memory_models = "3"
+    #: the role is saved to check it: it follows from the topology's 2-colouring
+    checkpoint_state = (*Algorithm.checkpoint_state, "rng", "active")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
         self.rng = np.random.default_rng([setup.n, setup.rank, 0xAD])
+        self.active = setup.active
 
     def run(self, t: Transport) -> OpGenerator:
         nbrs = list(t.out_neighbors)
@@ -39,6 +45,6 @@ class ADPSGD(Algorithm):
             g = yield from t.gradient(self.x)
             axpy(self.x, -self.alpha(), g)
             self.iteration += 1
-            if self.setup.active and nbrs:
+            if self.active and nbrs:
                 peer = nbrs[int(self.rng.integers(len(nbrs)))]
                 yield from t.pair_average(peer, self.x)

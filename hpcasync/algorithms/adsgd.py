@@ -22,6 +22,8 @@ from hpcasync.algorithms.transport import OpGenerator, Transport
 class ADSGD(Algorithm):
     name = "adsgd"
     payload = "model"
+    requires = frozenset({"push_model"})
+    reference_rank = 0  # the method the reports measure the others against
     memory_models = "deg + 2"
 
     def __init__(self, setup: AgentSetup) -> None:

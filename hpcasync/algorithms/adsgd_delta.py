@@ -28,13 +28,21 @@ from hpcasync.kernels import adsgd_delta_step
 class ADSGDDelta(Algorithm):
     name = "adsgd-delta"
     payload = "delta"
+    requires = frozenset({"push_delta"})
+    reference_rank = 1  # ADSGD by another route: the reference where plain ADSGD is absent
+    plot_linestyle = "--"
     memory_models = "4"
+    checkpoint_state = (*Algorithm.checkpoint_state, "s")  # Δ is scratch, rewritten every step
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
         self.w_self = setup.weights[setup.rank]
         self.s = (1.0 - self.w_self) * self.x
         self.delta = np.zeros_like(self.x)
+
+    @property
+    def delta_target(self) -> np.ndarray:
+        return self.s
 
     def run(self, t: Transport) -> OpGenerator:
         out = [(j, self.setup.out_weights[j]) for j in t.out_neighbors]

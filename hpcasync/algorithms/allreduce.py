@@ -17,6 +17,9 @@ class AllReduceSGD(Algorithm):
     name = "allreduce"
     synchronous = True
     payload = "none"
+    requires = frozenset({"allreduce"})
+    mixes_stale_copies = False
+    staleness_note = "synchronous: averages current gradients"
     memory_models = "3"
 
     def run(self, t: Transport) -> OpGenerator:

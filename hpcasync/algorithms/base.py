@@ -1,14 +1,24 @@
-"""What every algorithm module provides, and the registry that finds it by name."""
+"""What every algorithm module provides, and the registry that finds it by name.
+
+An algorithm is one module of this package: a subclass of :class:`Algorithm`
+decorated with :func:`register`. It is discovered by name (no list to edit);
+its class attributes tell engines, config validation, reports and
+checkpoints everything they need about it.
+"""
 
 from __future__ import annotations
 
 import abc
+import inspect
+import json
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from hpcasync.algorithms.transport import OpGenerator, Transport
+from hpcasync.errors import UserError
+from hpcasync.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -43,20 +53,38 @@ class AgentSetup:
 
 
 class Algorithm(abc.ABC):
-    """One agent's state and update loop.
+    """One agent's state and update loop, and everything engines, config, report and checkpoint
+    need to know about the algorithm (the class attributes below: the single source of them).
 
     ``run(t)`` is a generator that loops forever; the engine stops it when the
-    budget is spent. After each gradient step it bumps ``iteration`` and sets
-    ``last_loss`` so engines can log without knowing the algorithm.
-    ``model`` is the agent's current x_i (what the average-model monitor reads).
+    budget is spent. After each gradient step it bumps ``iteration`` so engines
+    can log without knowing the algorithm. ``model`` is the agent's current
+    x_i (what the average-model monitor reads).
     """
 
-    name: ClassVar[str]
+    #: the config name (``algorithm.name``); a plug-in run by "module:Class" may leave it empty
+    name: ClassVar[str] = ""
+    #: rounds wait for other agents: every agent must stop after the same round
     synchronous: ClassVar[bool] = False
-    #: "model" (push_model/latest), "delta" (push_delta/drain_into) or "none"
+    #: "model" (push_model/latest), "delta" (push_delta/drain_into) or "none": what the transport keeps
     payload: ClassVar[str] = "model"
+    #: the topology must be bipartite; ``setup.active`` then tells this agent's side (AD-PSGD)
+    needs_bipartite: ClassVar[bool] = False
+    #: transport features used (an engine lacking one refuses the algorithm, see :data:`FEATURES`)
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: whether it mixes possibly stale copies of neighbour models (the report's staleness table)
+    mixes_stale_copies: ClassVar[bool] = True
+    #: when it does not: why, shown in place of the staleness figures
+    staleness_note: ClassVar[str] = ""
+    #: reports measure time-to-target against the present algorithm of lowest rank (None: never)
+    reference_rank: ClassVar[int | None] = None
+    #: line style of its curves in plots
+    plot_linestyle: ClassVar[str] = "-"
     #: models of size d held per agent, as a function of the in-degree (for memory reports)
     memory_models: ClassVar[str] = "deg + 2"
+    #: attributes a checkpoint saves for an exact resume (numpy arrays, scalars, random generators);
+    #: neighbour copies and accumulators are the transport's state, not the algorithm's
+    checkpoint_state: ClassVar[tuple[str, ...]] = ("x", "iteration")
 
     def __init__(self, setup: AgentSetup) -> None:
         self.setup = setup
@@ -64,9 +92,21 @@ class Algorithm(abc.ABC):
         self.x = setup.x0.astype(np.float64, copy=True)
         self.iteration = 0
 
+    @classmethod
+    def effective_alpha(cls, alpha: float, n: int, section: Any) -> float:
+        """The step size α this algorithm runs with, given the configured α, n agents and the
+        ``[algorithm]`` config section (RFAST scales by 1/n)."""
+        return alpha
+
     @property
     def model(self) -> np.ndarray:
         return self.x
+
+    @property
+    def delta_target(self) -> np.ndarray | None:
+        """For ``payload = "delta"``: the array ``drain_into`` adds into (Alg. 3's s_i), which an
+        engine may keep in its accumulator window instead; None if there is none."""
+        return None
 
     def initial_message(self) -> np.ndarray:
         """What neighbours hold for this agent before its first ``push_model`` (x0 by default)."""
@@ -82,29 +122,101 @@ class Algorithm(abc.ABC):
     def finish(self, t: Transport) -> None:  # noqa: B027 - optional hook
         """Called once after the engine stopped the loop (flush state, nothing by default)."""
 
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of the :attr:`checkpoint_state` attributes: arrays, Python/numpy scalars, and
+        random generators as their bit-generator state in JSON (a string)."""
+        state: dict[str, Any] = {}
+        for key in self.checkpoint_state:
+            value = getattr(self, key)
+            if isinstance(value, np.ndarray):
+                state[key] = value.copy()
+            elif isinstance(value, np.random.Generator):
+                state[key] = json.dumps(value.bit_generator.state)
+            elif isinstance(value, bool | int | float | str | np.generic):
+                state[key] = value
+            else:
+                raise TypeError(f"{type(self).__name__}.{key}: cannot checkpoint a {type(value).__name__}")
+        return state
 
-_REGISTRY: dict[str, type[Algorithm]] = {}
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved. Arrays are written in place where the shape fits,
+        so views (RFAST's v, σ) and engine bindings (AD-PSGD's window-backed x) survive."""
+        missing = [k for k in self.checkpoint_state if k not in state]
+        if missing:
+            raise KeyError(f"{type(self).__name__}: checkpoint lacks {', '.join(missing)}")
+        for key in self.checkpoint_state:
+            current, value = getattr(self, key), state[key]
+            if isinstance(current, np.ndarray):
+                value = np.asarray(value)
+                if current.shape == value.shape:
+                    current[...] = value
+                else:
+                    setattr(self, key, value.astype(current.dtype, copy=True))
+            elif isinstance(current, np.random.Generator):
+                current.bit_generator.state = json.loads(value)
+            else:
+                setattr(self, key, type(current)(value))
+
+
+#: transport features an algorithm may require (``Algorithm.requires``), by the calls they stand for
+FEATURES: dict[str, str] = {
+    "push_model": "push_model / latest_models / mix_latest (newest-wins model slots)",
+    "push_delta": "push_delta / drain_into (commuting delta accumulators)",
+    "allreduce": "allreduce_mean (blocking mean over all agents)",
+    "neighbor_exchange": "neighbor_exchange (round-synchronous exchange with in-neighbours)",
+    "barrier": "barrier",
+    "pair_average": "pair_average (atomic pairwise averaging)",
+    "send_small": "send_small / poll_small (small control messages)",
+}
+
+
+def _not_an_algorithm(obj: Any) -> str | None:
+    if not (isinstance(obj, type) and issubclass(obj, Algorithm)):
+        return f"expected a subclass of hpcasync.algorithms.Algorithm, got {obj!r}"
+    if inspect.isabstract(obj):
+        return f"{obj.__name__} does not implement run()"
+    unknown = sorted(set(obj.requires) - set(FEATURES))
+    if unknown:
+        return f"{obj.__name__}.requires names unknown features {', '.join(unknown)}; known: {', '.join(FEATURES)}"
+    return None
+
+
+#: every algorithm by config name: the modules of this package, entry points, "module:Class" plug-ins
+ALGORITHMS: Registry[type[Algorithm]] = Registry(
+    "algorithm", "algorithm.name", package="hpcasync.algorithms", group="hpcasync.algorithms",
+    check=_not_an_algorithm, plugins=True)
 
 
 def register(cls: type[Algorithm]) -> type[Algorithm]:
-    _REGISTRY[cls.name] = cls
+    """Class decorator: make ``cls`` available as ``algorithm.name = cls.name``."""
+    problem = _not_an_algorithm(cls)
+    if problem is not None:
+        raise TypeError(problem)
+    ALGORITHMS.add(cls.name, cls)
     return cls
 
 
 def get(name: str) -> type[Algorithm]:
-    """The algorithm class called ``name`` (importing all algorithm modules on first use)."""
-    from hpcasync.algorithms import load_all
-
-    load_all()
-    if name not in _REGISTRY:
-        from hpcasync.errors import UserError
-
-        raise UserError(f"unknown algorithm {name!r}; expected one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    """The algorithm class called ``name`` (or the plug-in ``"module:Class"``); UserError if unknown."""
+    return ALGORITHMS.get(name)
 
 
 def names() -> list[str]:
-    from hpcasync.algorithms import load_all
+    """Every registered algorithm name."""
+    return ALGORITHMS.names()
 
-    load_all()
-    return sorted(_REGISTRY)
+
+def lookup(name: str) -> type[Algorithm] | None:
+    """Like :func:`get` but None where the name cannot be resolved (e.g. a plug-in missing where a
+    report is made): callers then fall back to neutral defaults."""
+    try:
+        return ALGORITHMS.get(name)
+    except UserError:
+        return None
+
+
+def reference_algorithms() -> tuple[str, ...]:
+    """Names of the algorithms reports measure others against, preferred first."""
+    ranked = [(cls.reference_rank, n) for n in names() if (cls := get(n)).reference_rank is not None]
+    return tuple(n for _, n in sorted(ranked))

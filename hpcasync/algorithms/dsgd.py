@@ -22,6 +22,9 @@ class DSGD(Algorithm):
     name = "dsgd"
     synchronous = True
     payload = "none"
+    requires = frozenset({"neighbor_exchange"})
+    mixes_stale_copies = False
+    staleness_note = "synchronous rounds: mixes round-k models only"
     memory_models = "deg + 2"
 
     def __init__(self, setup: AgentSetup) -> None:

@@ -23,6 +23,8 @@ Twice ADSGD's traffic; memory x, v, z, g, σ, g' plus 2d per slot and d per ρ̃
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from hpcasync.algorithms.base import AgentSetup, Algorithm, register
@@ -34,7 +36,10 @@ from hpcasync.kernels import axpy, weighted_sum_into
 class RFAST(Algorithm):
     name = "rfast"
     payload = "model"
+    requires = frozenset({"push_model"})
     memory_models = "3·deg + 6"
+    #: the message holds v_i and σ_i; z_i, g_i and ρ̃ are the trackers
+    checkpoint_state = (*Algorithm.checkpoint_state, "message", "z", "g", "rho_seen")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
@@ -47,6 +52,11 @@ class RFAST(Algorithm):
         self.g = np.zeros(d)
         self.rho_seen = np.zeros((0, d))
 
+    @classmethod
+    def effective_alpha(cls, alpha: float, n: int, section: Any) -> float:
+        """α/n with ``algorithm.scale_alpha_by_n`` (Zhou & Pu 2025 §5: "identical effective step size")."""
+        return alpha / n if getattr(section, "scale_alpha_by_n", True) else alpha
+
     def initial_message(self) -> np.ndarray:
         """What neighbours hold before this agent's first message: v = x0, σ = 0."""
         return self.message
@@ -58,13 +68,15 @@ class RFAST(Algorithm):
         r_all = np.array([w[self.rank]] + [w[j] for j in nbrs])  # R row i: self first
         c_in = np.array([w[j] for j in nbrs])  # c_ij: share of j's pushed mass meant for i (C = W)
         c_self = w[self.rank]
-        self.rho_seen = np.zeros((len(nbrs), d))
+        if self.rho_seen.shape != (len(nbrs), d):  # a resumed agent keeps the ρ̃ it restored
+            self.rho_seen = np.zeros((len(nbrs), d))
         pulled = np.empty((len(nbrs) + 1, d))
         rho = np.empty((len(nbrs), d))
 
-        g = yield from t.gradient(self.x)
-        self.g[:] = g
-        self.z[:] = g
+        if self.iteration == 0:  # a resumed agent restored g_i and z_i
+            g = yield from t.gradient(self.x)
+            self.g[:] = g
+            self.z[:] = g
         while True:
             self.v[:] = self.x
             axpy(self.v, -self.alpha(), self.z)

@@ -85,6 +85,8 @@ class Transport(abc.ABC):
     ``bytes_sent`` and ``messages_sent``.
     """
 
+    #: the features of ``Algorithm.requires`` this transport provides (an engine refuses the rest)
+    features: frozenset[str] = frozenset()
     rank: int
     n: int
     in_neighbors: list[int]

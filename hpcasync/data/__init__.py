@@ -1,6 +1,9 @@
-"""Datasets and partitioners (DESIGN §1 ``data/``).
+"""Datasets and partitioners (docs/design.md §1 ``data/``).
 
-``load(cfg, seed)`` returns the :class:`Dataset` named by ``cfg.name``;
+``load(cfg, seed)`` returns the :class:`Dataset` named by ``cfg.name``: a
+loader registered in a module of this package with :func:`register_dataset`
+(digits, mnist, cifar10, least-squares, quadratic), an entry point of group
+``hpcasync.datasets``, or a plug-in ``"package.module:function"``.
 ``hpcasync.data.partition.partition(cfg, y, n, seed)`` splits its training
 set among n agents. (That function is deliberately not re-exported here: it
 would shadow the ``hpcasync.data.partition`` module attribute.)
@@ -8,41 +11,22 @@ would shadow the ``hpcasync.data.partition`` module attribute.)
 
 from __future__ import annotations
 
-from hpcasync.config import DataSection
-from hpcasync.data.dataset import Dataset
-from hpcasync.errors import UserError, require
+from typing import Any
 
-__all__ = ["Dataset", "load"]
+from hpcasync.data.dataset import DATA_KINDS, DATASETS, Dataset, dataset_kind, register_dataset
+from hpcasync.errors import UserError
+
+__all__ = ["DATASETS", "DATA_KINDS", "Dataset", "dataset_kind", "load", "register_dataset"]
 
 
-def load(cfg: DataSection, seed: int) -> Dataset | None:
-    """Load ``cfg.name``: digits, mnist, cifar10, least-squares; ``None`` for quadratic.
+def load(cfg: Any, seed: int) -> Dataset | None:
+    """Load ``cfg.name`` (a ``[data]`` section); ``None`` for data the problem generates (quadratic).
 
-    The quadratic problem has no samples: its per-agent centers depend on the
-    number of agents, so ``problems.build`` generates them itself
-    (:func:`hpcasync.data.synthetic.quadratic_centers`) and this returns None.
     ``seed`` drives the digits split and the synthetic generators; the real
     datasets come with their own fixed train/test split.
     """
-    if cfg.name == "digits":
-        from hpcasync.data.digits import load_digits
-
-        return load_digits(cfg.test_fraction, seed)
-    if cfg.name == "mnist":
-        from hpcasync.data.mnist import load_mnist
-
-        require(bool(cfg.dir), "config field data.dir: dataset 'mnist' needs a local directory")
-        return load_mnist(cfg.dir)
-    if cfg.name == "cifar10":
-        from hpcasync.data.cifar import load_cifar10
-
-        require(bool(cfg.dir), "config field data.dir: dataset 'cifar10' needs a local directory")
-        return load_cifar10(cfg.dir)
-    if cfg.name == "least-squares":
-        from hpcasync.data.synthetic import least_squares
-
-        return least_squares(cfg.samples, cfg.dim, cfg.noise, seed)
-    if cfg.name == "quadratic":
-        return None
-    raise UserError(f"config field data.name: unknown name {cfg.name!r}; "
-                    "expected one of digits, mnist, cifar10, least-squares, quadratic")
+    result = DATASETS.get(cfg.name)(cfg, seed)
+    if result is not None and not isinstance(result, Dataset):
+        raise UserError(f"config field data.name: loader {cfg.name!r} returned a {type(result).__name__}, "
+                        "expected an hpcasync.data.Dataset")
+    return result

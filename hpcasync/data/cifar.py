@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcasync.data.dataset import Dataset
+from hpcasync.data.dataset import Dataset, register_dataset
 from hpcasync.errors import UserError, require
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -101,3 +101,9 @@ def load_cifar10(directory: str | Path) -> Dataset:
     y_train = np.concatenate([labels for _, labels in parts])
     test_data, y_test = read_batch(where / TEST_BATCH)
     return Dataset("cifar10", X_train, y_train, _to_float(test_data), y_test, num_classes=10)
+
+
+@register_dataset("cifar10", kind="classification")
+def _cifar10(cfg: Any, seed: int) -> Dataset:
+    require(bool(cfg.dir), "config field data.dir: dataset 'cifar10' needs a local directory")
+    return load_cifar10(cfg.dir)

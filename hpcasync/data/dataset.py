@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from hpcasync.registry import Registry
 
 
 @dataclass
@@ -57,3 +60,40 @@ class Dataset:
     @property
     def n_test(self) -> int:
         return int(self.X_test.shape[0])
+
+
+#: what a loader returns: labelled classes, real targets, or nothing (the problem generates its data)
+DATA_KINDS = ("classification", "regression", "generated")
+
+#: ``(cfg: DataSection, seed) -> Dataset | None`` by ``data.name``; each has a ``kind`` (DATA_KINDS)
+Loader = Callable[[Any, int], "Dataset | None"]
+
+
+def _not_a_loader(obj: Any) -> str | None:
+    if not callable(obj):
+        return f"expected a function (data_section, seed) -> Dataset, got {obj!r}"
+    kind = getattr(obj, "kind", None)
+    if kind is not None and kind not in DATA_KINDS:
+        return f"its kind {kind!r} is not one of {', '.join(DATA_KINDS)}"
+    return None
+
+
+#: every dataset: the modules of ``hpcasync.data``, entry points, "module:function" plug-ins
+DATASETS: Registry[Loader] = Registry("dataset", "data.name", package="hpcasync.data", group="hpcasync.datasets",
+                                      check=_not_a_loader, plugins=True)
+
+
+def register_dataset(name: str, kind: str) -> Callable[[Loader], Loader]:
+    """Decorator: make a loader ``(cfg: DataSection, seed) -> Dataset`` available as ``data.name``."""
+    if kind not in DATA_KINDS:
+        raise ValueError(f"dataset {name!r}: kind {kind!r} is not one of {', '.join(DATA_KINDS)}")
+
+    def deco(fn: Loader) -> Loader:
+        fn.kind = kind  # type: ignore[attr-defined]
+        return DATASETS.add(name, fn)
+    return deco
+
+
+def dataset_kind(loader: Loader) -> str | None:
+    """The declared kind of a loader (None for a plug-in that does not say)."""
+    return getattr(loader, "kind", None)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hpcasync.data.dataset import Dataset
+from hpcasync.data.dataset import Dataset, register_dataset
 from hpcasync.errors import require
 
 #: Tag mixed into the seed so the split does not share a random stream with
@@ -64,3 +65,8 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     X = X / 16.0
     train, test = stratified_split(y, test_fraction, seed)
     return Dataset("digits", X[train], y[train], X[test], y[test], num_classes=10)
+
+
+@register_dataset("digits", kind="classification")
+def _digits(cfg: Any, seed: int) -> Dataset:
+    return load_digits(cfg.test_fraction, seed)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hpcasync.data.dataset import Dataset
+from hpcasync.data.dataset import Dataset, register_dataset
 from hpcasync.errors import UserError, require
 
 IMAGES_MAGIC = 0x00000803
@@ -126,3 +127,9 @@ def load_mnist(directory: str | Path) -> Dataset:
             f"test images {X_test.shape[1]}")
     require(len(X_train) > 0, f"MNIST file {find_file(directory, FILES['train_images'])}: holds no images")
     return Dataset("mnist", X_train, y_train, X_test, y_test, num_classes=10)
+
+
+@register_dataset("mnist", kind="classification")
+def _mnist(cfg: Any, seed: int) -> Dataset:
+    require(bool(cfg.dir), "config field data.dir: dataset 'mnist' needs a local directory")
+    return load_mnist(cfg.dir)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from hpcasync.data.dataset import Dataset
+from hpcasync.data.dataset import Dataset, register_dataset
 from hpcasync.errors import require
 
 # Stream tags keep these generators independent of every other (seed, ...) stream.
@@ -41,3 +43,15 @@ def quadratic_centers(n_agents: int, d: int, seed: int) -> tuple[np.ndarray, np.
     require(d >= 1, f"config field data.dim: expected >= 1, got {d}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, _QUAD_STREAM]))
     return rng.standard_normal((n_agents, d)), np.ones(n_agents)
+
+
+@register_dataset("least-squares", kind="regression")
+def _least_squares(cfg: Any, seed: int) -> Dataset:
+    return least_squares(cfg.samples, cfg.dim, cfg.noise, seed)
+
+
+@register_dataset("quadratic", kind="generated")
+def _quadratic(cfg: Any, seed: int) -> None:
+    """The quadratic problem has no samples: its per-agent centers depend on the number of agents,
+    so the problem generates them itself (:func:`quadratic_centers`)."""
+    return None

@@ -9,14 +9,22 @@ from hpcasync import topology as topo
 from hpcasync.algorithms import base
 from hpcasync.algorithms.base import AgentSetup, Algorithm, StepSize
 from hpcasync.config import Config
-from hpcasync.errors import require
+from hpcasync.errors import UserError, require
 from hpcasync.topology import Topology
+
+
+def check_supported(cls: type[Algorithm], features: frozenset[str] | set[str], engine: str, name: str) -> None:
+    """Refuse an algorithm that needs a transport feature the engine lacks (one-line UserError)."""
+    missing = sorted(set(cls.requires) - set(features))
+    if missing:
+        raise UserError(f"config field algorithm.name: algorithm {name!r} needs transport feature(s) "
+                        f"{', '.join(missing)}, which the {engine} engine does not provide")
 
 
 def build_topology(cfg: Config) -> Topology:
     t = topo.build(cfg.topology)
     algo = base.get(cfg.algorithm.name)
-    if getattr(algo, "needs_bipartite", False):
+    if algo.needs_bipartite:
         require(t.is_bipartite(),
                 f"algorithm {cfg.algorithm.name}: needs a bipartite graph; topology {cfg.topology.name!r} "
                 f"with n={t.n} is not bipartite (use a ring with even n, a grid or a hypercube)")
@@ -24,10 +32,8 @@ def build_topology(cfg: Config) -> Topology:
 
 
 def step_size(cfg: Config, n: int) -> StepSize:
-    """α_k = α·decay^k; RFAST takes α/n (seed 000 §5: "identical effective step size")."""
-    alpha = cfg.algorithm.alpha
-    if cfg.algorithm.name == "rfast" and cfg.algorithm.scale_alpha_by_n:
-        alpha /= n
+    """α_k = α·decay^k, with α as the algorithm scales it (``Algorithm.effective_alpha``: RFAST's α/n)."""
+    alpha = base.get(cfg.algorithm.name).effective_alpha(cfg.algorithm.alpha, n, cfg.algorithm)
     return StepSize(alpha, cfg.algorithm.decay if cfg.algorithm.schedule == "exponential" else 1.0)
 
 
@@ -43,6 +49,6 @@ def build_agent(cfg: Config, topology: Topology, rank: int, x0: np.ndarray) -> A
     setup = AgentSetup(
         rank=rank, n=topology.n, x0=x0, weights=topology.weights(rank),
         out_weights=topology.out_weights(rank), step=step_size(cfg, topology.n), beta=cfg.algorithm.beta,
-        active=active_side(topology, rank) if getattr(cls, "needs_bipartite", False) else True,
+        active=active_side(topology, rank) if cls.needs_bipartite else True,
     )
     return cls(setup)

@@ -10,11 +10,12 @@ into a preallocated block and uses two BLAS matrix-vector products.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from hpcasync.data.dataset import Dataset
-from hpcasync.problems.base import Oracle, Problem, ShardSampler, oracle_rng
+from hpcasync.problems.base import Oracle, Problem, ShardSampler, oracle_rng, register_problem
 
 
 class LeastSquaresOracle(Oracle):
@@ -43,8 +44,17 @@ class LeastSquaresOracle(Oracle):
         return self._g, loss
 
 
+@register_problem
 class LeastSquaresProblem(Problem):
     """min_x (1/2N) ‖A x − b‖² with rows split among agents."""
+
+    name = "least-squares"
+    data_kind = "regression"
+    suggest_for = {"classification": "softmax"}
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, shards: list[np.ndarray], cfg: Any) -> LeastSquaresProblem:
+        return cls(dataset, shards, cfg.algorithm.batch_size)
 
     def __init__(self, data: Dataset, shards: list[np.ndarray], batch_size: int) -> None:
         if data.is_classification:

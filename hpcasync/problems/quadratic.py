@@ -11,10 +11,12 @@ objective is the plain mean (1/n) Σ_i f_i.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from hpcasync.problems.base import Oracle, Problem, oracle_rng
+from hpcasync.errors import UserError
+from hpcasync.problems.base import Oracle, Problem, oracle_rng, register_problem
 
 
 class QuadraticOracle(Oracle):
@@ -40,8 +42,23 @@ class QuadraticOracle(Oracle):
         return self._g, loss
 
 
+@register_problem
 class QuadraticProblem(Problem):
     """n quadratics with centers (n, d) and curvatures (n,) > 0; gradient noise σ ≥ 0."""
+
+    name = "quadratic"
+    data_kind = "generated"
+
+    @classmethod
+    def from_config(cls, cfg: Any, n_agents: int) -> QuadraticProblem:
+        """Centers and curvatures from ``data.dim`` and the run seed; noise σ = ``data.noise``."""
+        from hpcasync.data.synthetic import quadratic_centers
+
+        if cfg.data.name != "quadratic":
+            raise UserError(f"config field problem.name {cfg.problem.name!r} does not fit data.name "
+                            f"{cfg.data.name!r}: the quadratic problem and the quadratic data only go together")
+        centers, curvatures = quadratic_centers(n_agents, cfg.data.dim, cfg.run.seed)
+        return cls(centers, curvatures, sigma=cfg.data.noise)
 
     def __init__(self, centers: np.ndarray, curvatures: np.ndarray, sigma: float = 0.0) -> None:
         centers = np.ascontiguousarray(centers, dtype=np.float64)

@@ -17,12 +17,13 @@ overhead would dominate. Full-set evaluation uses BLAS matmuls instead.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
 
 from hpcasync.data.dataset import Dataset
-from hpcasync.problems.base import Oracle, Problem, ShardSampler, oracle_rng
+from hpcasync.problems.base import Oracle, Problem, ShardSampler, oracle_rng, register_problem
 
 
 @numba.njit(cache=True, nogil=True)
@@ -138,8 +139,17 @@ class SoftmaxOracle(Oracle):
         return self._g, loss
 
 
+@register_problem
 class SoftmaxProblem(Problem):
     """Non-convex regularised multinomial logistic regression (seed 000 §4.1) over agent shards."""
+
+    name = "softmax"
+    data_kind = "classification"
+    suggest_for = {"regression": "least-squares"}
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, shards: list[np.ndarray], cfg: Any) -> SoftmaxProblem:
+        return cls(dataset, shards, cfg.algorithm.batch_size, cfg.problem.lam)
 
     def __init__(self, data: Dataset, shards: list[np.ndarray], batch_size: int, lam: float) -> None:
         if not data.is_classification:

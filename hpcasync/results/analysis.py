@@ -44,15 +44,20 @@ from hpcasync.results.metrics import (
 from hpcasync.results.reader import Run
 
 __all__ = [
-    "NON_SETTING_SECTIONS", "NO_STALE_MIXING", "REFERENCE_ALGORITHMS", "SCALING_COLUMNS", "SCALING_KEYS", "SHORT_NAMES",
+    "NON_SETTING_SECTIONS", "SCALING_COLUMNS", "SCALING_KEYS", "SHORT_NAMES",
     "STALENESS_COLUMNS", "TABLE_COLUMNS", "algorithm_variants", "bytes_per_update", "comparison_key",
-    "default_target", "gradient_rates", "group_runs", "resolve_time_key", "run_row", "run_settings",
+    "default_target", "gradient_rates", "group_runs", "no_stale_mixing_note",
+    "reference_algorithms", "resolve_time_key", "run_row", "run_settings",
     "scaling_table", "series_label", "setting_label", "smooth_centered", "staleness_summary", "staleness_table",
     "summary_table", "time_to_loss", "time_to_target", "total_gradients", "varying_settings",
 ]
 
 
-REFERENCE_ALGORITHMS = ("adsgd", "adsgd-delta")  # ratio baseline, first found wins
+def reference_algorithms() -> tuple[str, ...]:
+    """The ratio baselines, preferred first (each algorithm's ``reference_rank``; first found wins)."""
+    from hpcasync.algorithms import reference_algorithms as declared
+
+    return declared()
 
 
 TABLE_COLUMNS = (
@@ -136,7 +141,7 @@ def _unusual(run: Run) -> int:
 def _reference(rows: list[dict[str, Any]], keys: list[tuple], unusual: list[int], i: int) -> dict[str, Any] | None:
     """ADSGD (else ADSGD-Δ) in the same setting and time axis; among several (a β sweep…), the one
     closest to the default algorithm fields, then the first given."""
-    for algorithm in REFERENCE_ALGORITHMS:
+    for algorithm in reference_algorithms():
         found = [j for j, (ref, key) in enumerate(zip(rows, keys, strict=True))
                  if ref["algorithm"] == algorithm and key == keys[i] and ref["time_key"] == rows[i]["time_key"]]
         if found:
@@ -148,11 +153,18 @@ def _reference(rows: list[dict[str, Any]], keys: list[tuple], unusual: list[int]
 
 STALENESS_COLUMNS = ("name", "algorithm", "case", "setting", "mean", "max", "worst_agent_mean", "worst_agent",
                      "gradients_per_time", "count", "note")
-#: Algorithms that never mix a received (possibly old) copy of a neighbour's model: the logged
-#: staleness column (versions of pushed models not yet received) means nothing for them.
-NO_STALE_MIXING = {"dsgd": "synchronous rounds: mixes round-k models only",
-                   "allreduce": "synchronous: averages current gradients",
-                   "adpsgd": "atomic pairwise averaging of current models"}
+
+
+def no_stale_mixing_note(algorithm: str) -> str | None:
+    """Why the staleness column means nothing for ``algorithm`` (one that never mixes a received,
+    possibly old copy of a neighbour's model: ``Algorithm.mixes_stale_copies`` is False), else None."""
+    from hpcasync.algorithms import lookup
+
+    cls = lookup(algorithm)
+    if cls is None or cls.mixes_stale_copies:
+        return None
+    return cls.staleness_note or "does not mix stale copies"
+
 
 SCALING_KEYS = ("topology.n", "topology.shape")
 SCALING_COLUMNS = ("algorithm", "setting", "n", "time_to_target", "speedup", "time_to_loss", "loss_speedup",
@@ -163,7 +175,7 @@ SCALING_COLUMNS = ("algorithm", "setting", "n", "time_to_target", "speedup", "ti
 def staleness_table(runs: Sequence[Run], time_key: str | None = "virtual_time") -> list[dict[str, Any]]:
     """Per run: staleness (iterations a neighbour's model lags when it is mixed in) over every logged
     update, mean / max, the agent with the largest mean, and the total gradient rate. Algorithms in
-    :data:`NO_STALE_MIXING` get NaN and a ``note`` saying why."""
+    that mix no stale copies (:func:`no_stale_mixing_note`) get NaN and a ``note`` saying why."""
     varying = [k for k in varying_settings(runs) if not k.startswith("algorithm.") and k != "delays.case"]
     variants = algorithm_variants(runs)
     rows = []
@@ -179,9 +191,10 @@ def staleness_table(runs: Sequence[Run], time_key: str | None = "virtual_time") 
             "worst_agent_mean": float(per[worst]) if worst >= 0 else float("nan"), "worst_agent": worst,
             "gradients_per_time": rates["total"], "count": st["count"], "note": "",
         }
-        if run.algorithm in NO_STALE_MIXING:
+        note = no_stale_mixing_note(run.algorithm)
+        if note is not None:
             row.update(mean=float("nan"), max=float("nan"), worst_agent_mean=float("nan"), worst_agent=-1,
-                       note=NO_STALE_MIXING[run.algorithm])
+                       note=note)
         rows.append(row)
     return rows
 
@@ -221,7 +234,7 @@ def scaling_table(runs: Sequence[Run], target: float | None = None, time_key: st
     for item in info:
         run = item["run"]
         peers = [o for o in info if o["rest"] == item["rest"] and o["key"] == item["key"]]
-        ref = next((o for alg in REFERENCE_ALGORITHMS for o in peers
+        ref = next((o for alg in reference_algorithms() for o in peers
                     if o["n"] == 1 and o["run"].algorithm == alg), None)
         if ref is None:
             same = [o for o in peers if o["run"].algorithm == run.algorithm]
@@ -241,5 +254,6 @@ def scaling_table(runs: Sequence[Run], target: float | None = None, time_key: st
             "final_test_accuracy": last_finite(run.evaluations["test_accuracy"]),
             "reference": f"{ref['run'].algorithm} n={ref['n']}", "name": run.name,
         })
-    rows.sort(key=lambda r: (r["setting"], r["algorithm"] not in REFERENCE_ALGORITHMS, r["algorithm"], r["n"]))
+    refs = reference_algorithms()
+    rows.sort(key=lambda r: (r["setting"], r["algorithm"] not in refs, r["algorithm"], r["n"]))
     return rows

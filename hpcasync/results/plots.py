@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from PIL import Image
 
 from hpcasync.results import schema
-from hpcasync.results.analysis import REFERENCE_ALGORITHMS, resolve_time_key
+from hpcasync.results.analysis import reference_algorithms, resolve_time_key
 from hpcasync.results.reader import Run
 
 KEY_LABELS = {
@@ -31,10 +31,16 @@ KEY_LABELS = {
 NOT_REACHED_COLOR = "0.85"
 LINESTYLES = ("-", "--", ":", "-.")
 MAX_LEGEND = 24  # more lines than this: no legend (it would cover the axes)
-#: Line styles that set algorithms apart when their curves coincide (ADSGD Alg. 3 follows Alg. 2 exactly
-#: under the same arrival order).
-ALGORITHM_LINESTYLES = {"adsgd-delta": "--"}
 MAX_POINTS = 1500  # a curve with more points is thinned for drawing (figures stay small; data untouched)
+
+
+def algorithm_linestyle(algorithm: str) -> str:
+    """The algorithm's own line style (``Algorithm.plot_linestyle``, which sets apart curves that coincide,
+    e.g. ADSGD Alg. 3 following Alg. 2 under the same arrival order); solid if it is unknown here."""
+    from hpcasync.algorithms import lookup
+
+    cls = lookup(algorithm)
+    return "-" if cls is None else cls.plot_linestyle
 
 
 def case_order(case: str) -> tuple[int, float, str]:
@@ -54,7 +60,7 @@ def _styles(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 def algorithm_colors(algorithms: Sequence[str]) -> dict[str, str]:
     """One colour per algorithm, ADSGD first, so curves and bars of one report agree."""
-    ordered = sorted(dict.fromkeys(algorithms), key=lambda a: (a not in REFERENCE_ALGORITHMS, a))
+    ordered = sorted(dict.fromkeys(algorithms), key=lambda a: (a not in reference_algorithms(), a))
     return {a: f"C{i % 10}" for i, a in enumerate(ordered)}
 
 
@@ -126,7 +132,7 @@ def plot_curves(runs: Sequence[Run], key: str, out_png: str | Path, time_key: st
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     styles = _styles(runs) if colors is None else [
-        {"color": c, "linestyle": ALGORITHM_LINESTYLES.get(r.algorithm, "-")}
+        {"color": c, "linestyle": algorithm_linestyle(r.algorithm)}
         for r, c in zip(runs, colors, strict=True)]
     plotted, keys = _draw_curves(ax, runs, key, time_key, styles,
                                  list(labels) if labels is not None else [_run_label(r) for r in runs], xmax)
@@ -166,7 +172,7 @@ def plot_curve_panels(panels: Sequence[tuple[str, Sequence[Run]]], key: str, out
     all_keys: set[str] = set()
     for k, (label, runs) in enumerate(panels):
         ax = axes[k // ncols][k % ncols]
-        styles = [{"color": colors[name(r)], "linestyle": ALGORITHM_LINESTYLES.get(r.algorithm, "-")} for r in runs]
+        styles = [{"color": colors[name(r)], "linestyle": algorithm_linestyle(r.algorithm)} for r in runs]
         plotted, keys = _draw_curves(ax, runs, key, time_key, styles, [name(r) for r in runs], xmax)
         all_keys |= keys
         if target is not None:
@@ -221,8 +227,8 @@ def _draw_bars(ax: Any, table: Sequence[dict[str, Any]], colors: dict[str, str],
     for case in cases:
         # The reference first, as in the papers' figures.
         rows = sorted((r for r in table if str(r["case"]) == case),
-                      key=lambda r: r["algorithm"] not in REFERENCE_ALGORITHMS)
-        ref_missed = any(r["algorithm"] in REFERENCE_ALGORITHMS and r["time_to_target"] is None for r in rows)
+                      key=lambda r: r["algorithm"] not in reference_algorithms())
+        ref_missed = any(r["algorithm"] in reference_algorithms() and r["time_to_target"] is None for r in rows)
         start = x
         for r in rows:
             series = _series(r)
@@ -260,7 +266,7 @@ def _bar_top(table: Sequence[dict[str, Any]]) -> float:
 
 def _bar_ylabel(table: Sequence[dict[str, Any]]) -> str:
     target = table[0]["target"] if table else float("nan")
-    return f"time to {target:.0%} accuracy / {REFERENCE_ALGORITHMS[0].upper()}'s"
+    return f"time to {target:.0%} accuracy / {reference_algorithms()[0].upper()}'s"
 
 
 def plot_time_to_target_bars(table: Sequence[dict[str, Any]], out_png: str | Path, *,

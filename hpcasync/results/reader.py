@@ -149,6 +149,29 @@ class Run:
         """rank → complete | partial | missing | unreadable."""
         return {r: self.agent(r)["status"] for r in range(self.n_agents)}
 
+    def updates(self, rank: int) -> dict[str, np.ndarray]:
+        """Agent ``rank``'s per-update series (one numpy array per ``schema.UPDATES`` column)."""
+        agent = self.agent(rank)
+        return {c.name: agent[c.name] for c in UPDATES}
+
+    def final_models(self) -> np.ndarray:
+        """The agents' final models, one row per agent (NaN rows for agents without one)."""
+        models = [self.agent(r)["final_model"] for r in range(self.n_agents)]
+        d = next((m.size for m in models if m is not None), 0)
+        return np.stack([np.full(d, np.nan) if m is None else m for m in models]) if models else np.empty((0, 0))
+
+    def to_pandas(self) -> Any:
+        """The evaluations as a pandas DataFrame (pandas must be installed)."""
+        from hpcasync.results.frames import to_frame
+
+        return to_frame(self.evaluations)
+
+    def updates_frame(self) -> Any:
+        """Every agent's updates in one DataFrame with an ``agent`` column (pandas must be installed)."""
+        from hpcasync.results.frames import updates_frame
+
+        return updates_frame([self.updates(r) for r in range(self.n_agents)], list(range(self.n_agents)))
+
 
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / schema.RUN_FILENAME).is_file()

@@ -221,7 +221,7 @@ def _scaling_outputs(runs: Sequence[Any], rows: list[dict[str, Any]], out: Path,
     files = {"scaling": plots.plot_scaling(rows, out / "scaling.png"),
              "scaling_csv": _write_rows(rows, analysis.SCALING_COLUMNS, out / "scaling.csv")}
     files["scaling_md"] = _write_text(out / "scaling.md", scaling_markdown(rows))
-    algorithms = sorted({r.algorithm for r in runs}, key=lambda a: (a not in analysis.REFERENCE_ALGORITHMS, a))
+    algorithms = sorted({r.algorithm for r in runs}, key=lambda a: (a not in analysis.reference_algorithms(), a))
     for key, what in (("train_loss", "loss"), ("test_accuracy", "accuracy")):
         panels = []
         for alg in algorithms:
@@ -263,9 +263,9 @@ def _algorithms_of(table: Sequence[dict[str, Any]]) -> list[str]:
     first = {}
     for r in table:
         first.setdefault(_series_of(r), r["algorithm"])
-    return sorted(first, key=lambda s: (first[s] not in analysis.REFERENCE_ALGORITHMS,
-                                        analysis.REFERENCE_ALGORITHMS.index(first[s])
-                                        if first[s] in analysis.REFERENCE_ALGORITHMS else 0, s))
+    return sorted(first, key=lambda s: (first[s] not in analysis.reference_algorithms(),
+                                        analysis.reference_algorithms().index(first[s])
+                                        if first[s] in analysis.reference_algorithms() else 0, s))
 
 
 def _time(t: float) -> str:

@@ -19,13 +19,15 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from hpcasync import algorithms
 from hpcasync.engines.mpi.runner import run_rank
 from hpcasync.engines.sim.runner import build_simulator
 from tests.mpi.test_engine import _all_ok, _config
 
 pytestmark = pytest.mark.timeout(120)
 
-ALGORITHMS = ["adsgd", "adsgd-delta", "dsgd", "allreduce", "adpsgd", "rfast"]
+#: every registered algorithm (a new module is tested here without editing this file)
+ALGORITHMS = algorithms.names()
 #: gradients per agent
 STEPS = 300
 #: RFAST runs without its α/n here (as in test_baselines.py) and at a larger α: its tracking moves the

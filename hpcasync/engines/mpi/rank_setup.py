@@ -21,11 +21,11 @@ from typing import Any
 
 from mpi4py import MPI
 
+from hpcasync import algorithms, problems
 from hpcasync import delays as delay_models
-from hpcasync import problems
 from hpcasync.algorithms.base import Algorithm
 from hpcasync.config import Config, dump_toml
-from hpcasync.engines.build import build_agent, build_topology
+from hpcasync.engines.build import build_agent, build_topology, check_supported
 from hpcasync.engines.mpi import world as world_mod
 from hpcasync.engines.mpi.transport import MpiTransport
 from hpcasync.engines.mpi.world import SetupError, World, agree, describe
@@ -39,9 +39,6 @@ from hpcasync.results.writer import (
     open_run_writer,
     software_versions,
 )
-
-#: algorithms whose blocking ops the MPI engine does not perform yet (name → reason)
-UNSUPPORTED: dict[str, str] = {}
 
 
 class TerminatedError(Exception):
@@ -100,9 +97,7 @@ class RunSetup:
         if cfg.delays.drop > 0:
             raise UserError(f"config field delays.drop = {cfg.delays.drop}: message loss exists only in the "
                             "simulator (the MPI transports lose nothing); set it to 0 for `hpcasync run`")
-        if cfg.algorithm.name in UNSUPPORTED:
-            raise UserError(f"algorithm {cfg.algorithm.name}: not available on the MPI engine yet "
-                            f"({UNSUPPORTED[cfg.algorithm.name]}); run it with `hpcasync simulate`")
+        check_supported(algorithms.get(cfg.algorithm.name), MpiTransport.features, "mpi", cfg.algorithm.name)
 
     def virtual(self, wall: float) -> float:
         return wall / self.time_unit if self.delays_on else math.nan

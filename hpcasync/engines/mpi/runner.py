@@ -61,7 +61,6 @@ from hpcasync.config import Config
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import run_monitor
 from hpcasync.engines.mpi.rank_setup import (
-    UNSUPPORTED,
     RankResult,
     RunSetup,
     TerminatedError,
@@ -128,11 +127,9 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
     if setup.delays_on:
         def comm_delay() -> float:
             return setup.delays.comm(rank) * setup.time_unit
-    delta_target = getattr(agent, "s", None) if agent.payload == "delta" and DELTA_IN_WINDOW else None
-    if not isinstance(delta_target, np.ndarray):
-        delta_target = None
-    # AD-PSGD averages in pairs across the bipartition that `needs_bipartite` asks for
-    pair_model = agent.x if getattr(type(agent), "needs_bipartite", False) else None
+    delta_target = agent.delta_target if agent.payload == "delta" and DELTA_IN_WINDOW else None
+    # pairwise averaging (AD-PSGD) binds the agent's model to a window of live models
+    pair_model = agent.x if "pair_average" in type(agent).requires else None
 
     transport = board = None
     complete = False
@@ -209,4 +206,4 @@ def _wait_all(req: MPI.Request) -> None:
         sleep = min(2 * sleep, 1e-3)
 
 
-__all__ = ["UNSUPPORTED", "RankResult", "SetupError", "TerminatedError", "run_rank"]
+__all__ = ["RankResult", "SetupError", "TerminatedError", "run_rank"]

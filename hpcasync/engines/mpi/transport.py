@@ -104,6 +104,9 @@ class MpiTransport(Transport):
     under ``MPI_THREAD_MULTIPLE``; those are plain loads now.
     """
 
+    # no control channel yet: send_small / poll_small are simulator-only
+    features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier", "pair_average"})
+
     def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
                  comm_delay: Callable[[], float] | None = None, delta_target: np.ndarray | None = None,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from hpcasync import algorithms, problems
 from hpcasync import delays as delay_models
-from hpcasync import problems
 from hpcasync.config import Config
-from hpcasync.engines.build import build_agent, build_topology
+from hpcasync.engines.build import build_agent, build_topology, check_supported
 from hpcasync.engines.sim.engine import Recorder, Simulator
+from hpcasync.engines.sim.transport import SimTransport
 from hpcasync.results.schema import agent_filename
 from hpcasync.results.writer import AgentWriter, RunWriter, close_writers, open_run_writer, software_versions
 
@@ -31,9 +32,38 @@ class HDF5Recorder:
         self.run.append_eval(**row)
 
 
+class MemoryRecorder:
+    """Keeps the simulator's records in memory (the Python API's ``simulate`` without an output
+    directory); as a ``tee`` of :func:`simulate` it receives the rows the HDF5 files get."""
+
+    def __init__(self, n: int) -> None:
+        self.rows: list[list[dict[str, float]]] = [[] for _ in range(n)]
+        self.evaluations: list[dict[str, float]] = []
+
+    def update(self, agent: int, row: dict[str, float]) -> None:
+        self.rows[agent].append(row)
+
+    def evaluation(self, row: dict[str, float]) -> None:
+        self.evaluations.append(row)
+
+
+class _Tee:
+    def __init__(self, *recorders: Recorder) -> None:
+        self.recorders = recorders
+
+    def update(self, agent: int, row: dict[str, float]) -> None:
+        for r in self.recorders:
+            r.update(agent, row)
+
+    def evaluation(self, row: dict[str, float]) -> None:
+        for r in self.recorders:
+            r.evaluation(row)
+
+
 def build_simulator(cfg: Config, recorder: Recorder | None = None,
                     progress: Callable[[float], None] | None = None) -> Simulator:
     """Everything ``cfg`` describes, wired into a :class:`Simulator` that has not run yet."""
+    check_supported(algorithms.get(cfg.algorithm.name), SimTransport.features, "sim", cfg.algorithm.name)
     topology = build_topology(cfg)
     problem = problems.build(cfg, topology.n)
     x0 = problem.init_params(cfg.run.seed)
@@ -48,8 +78,10 @@ def build_simulator(cfg: Config, recorder: Recorder | None = None,
     return sim
 
 
-def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | None = None) -> Simulator:
+def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | None = None,
+             tee: Recorder | None = None) -> Simulator:
     """Run ``cfg`` in the simulator, writing ``out_dir``; return the finished simulator.
+    ``tee`` also receives every record written (e.g. a :class:`MemoryRecorder`).
 
     If the run fails midway the files are closed with ``complete = False`` and
     keep everything recorded so far.
@@ -60,7 +92,7 @@ def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | Non
     complete = False
     try:
         recorder = HDF5Recorder()
-        sim = build_simulator(cfg, recorder, progress)
+        sim = build_simulator(cfg, recorder if tee is None else _Tee(recorder, tee), progress)
         topology = sim.topology
         run = open_run_writer(out_dir, cfg, topology, "sim", versions=software_versions())
         writers = [AgentWriter(out_dir / agent_filename(i), i, attrs={"algorithm": cfg.algorithm.name},

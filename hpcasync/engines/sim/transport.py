@@ -46,6 +46,9 @@ class Packet:
 class SimTransport(Transport):
     """Agent ``rank``'s endpoint in a simulator (``engine.Simulator``)."""
 
+    features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier",
+                          "pair_average", "send_small"})
+
     def __init__(self, sim: AgentHost, rank: int, in_neighbors: list[int], out_neighbors: list[int],
                  x0: np.ndarray, payload: str) -> None:
         self.sim = sim
