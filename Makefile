@@ -115,3 +115,25 @@ reproduce-mpi: $(VENV)/.installed
 	@mkdir -p $(REPRO_DOC)
 	cp $(REPRO_OUT)/mpi_ring/report/scaling.png $(REPRO_DOC)/mpi_ring_scaling.png
 	cp $(REPRO_OUT)/mpi_ring/report/scaling.md $(REPRO_DOC)/mpi_ring_scaling.md
+
+# `make test-progress` (not in `make test`; needs apt and a compiler): Debian's Open MPI 4.1.4, mpi4py built
+# against it in $(PROGRESS_VENV); the no-wait test fails (waits) under --mca osc ucx and pt2pt with
+# mpi.progress = "off" and passes with "thread". `make doctor-progress`: the doctor under osc rdma, sm, ucx, pt2pt.
+PROGRESS_VENV ?= .venv-progress
+.PHONY: test-progress doctor-progress
+$(PROGRESS_VENV)/.installed: pyproject.toml setup.py
+	@command -v mpicc >/dev/null && mpirun --version 2>/dev/null | grep -q "Open MPI" || { \
+	  echo "installing Debian's Open MPI (openmpi-bin libopenmpi-dev)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openmpi-bin libopenmpi-dev; }
+	$(PYTHON) -m venv $(PROGRESS_VENV)
+	$(PROGRESS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PROGRESS_VENV)/bin/python -m pip install --quiet --no-binary mpi4py mpi4py
+	$(PROGRESS_VENV)/bin/python -m pip install --quiet -e . pytest pytest-mpi pytest-timeout hypothesis
+	touch $@
+
+test-progress: $(PROGRESS_VENV)/.installed
+	benchmarks/progress_matrix.sh test $(PROGRESS_VENV)
+
+doctor-progress: $(PROGRESS_VENV)/.installed
+	benchmarks/progress_matrix.sh doctor $(PROGRESS_VENV)

@@ -65,7 +65,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def case_config(case: str, ranks: int, seconds: float) -> dict[str, dict[str, Any]]:
+def case_config(case: str, ranks: int, seconds: float, progress: str = "auto") -> dict[str, dict[str, Any]]:
     spec = {k: v for k, v in CASES[case].items() if k != "dim"}
     raw: dict[str, dict[str, Any]] = {
         "run": {"name": "efficiency", "seed": 0},
@@ -73,14 +73,14 @@ def case_config(case: str, ranks: int, seconds: float) -> dict[str, dict[str, An
         "topology": {"name": "ring", "n": ranks},
         "budget": {"time": seconds},
         "eval": {"interval": 10.0, "log_every": 100},
-        "mpi": {"time_unit": 0.001, "monitor": False, "flush_interval": 5.0},
+        "mpi": {"time_unit": 0.001, "monitor": False, "flush_interval": 5.0, "progress": progress},
     }
     for section, fields in spec.items():
         raw.setdefault(section, {}).update(fields)
     return raw
 
 
-def child(case: str, seconds: float, json_out: Path) -> None:
+def child(case: str, seconds: float, json_out: Path, progress: str = "auto") -> None:
     """One rank: compute alone, then ADSGD; rank 0 writes the per-rank rates."""
     from mpi4py import MPI
 
@@ -92,7 +92,7 @@ def child(case: str, seconds: float, json_out: Path) -> None:
 
     comm = MPI.COMM_WORLD
     rank = comm.rank
-    cfg = from_dict(case_config(case, comm.size, seconds))
+    cfg = from_dict(case_config(case, comm.size, seconds, progress))
     problem = problems.build(cfg, comm.size)
     oracle = problem.oracle(rank, cfg.run.seed + 1)
     delays = delay_models.build(cfg.delays, comm.size, cfg.run.seed)
@@ -182,11 +182,13 @@ def main() -> None:
                    help="jobs per case, cases interleaved; the table shows the median job (a shared, busy "
                         "machine makes single jobs noisy)")
     p.add_argument("--out", type=Path)
+    p.add_argument("--progress", choices=["auto", "off", "thread"], default="auto",
+                   help="mpi.progress of the ADSGD phase (the progress thread's cost: off vs thread)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child, args.seconds, args.json)
+        child(args.child, args.seconds, args.json, args.progress)
         return
     jobs: dict[str, list[dict[str, Any]]] = {case: [] for case in args.cases}
     commands = []
@@ -195,7 +197,7 @@ def main() -> None:
             for case in args.cases:
                 js = Path(tmp) / "rows.json"
                 _, cmd = mpirun(args.ranks, [sys.executable, __file__, "--child", case, "--seconds",
-                                             str(args.seconds), "--json", str(js)])
+                                             str(args.seconds), "--json", str(js), "--progress", args.progress])
                 commands.append(cmd)
                 per_rank = json.loads(js.read_text())
                 eff = [r["efficiency"] for r in per_rank]
@@ -222,7 +224,7 @@ def main() -> None:
         "definition": "gradients/s of a rank running ADSGD (ring, no monitor) / gradients/s of the same rank "
                       "computing alone (local SGD, no communication), same injected computation delay; one job, "
                       "phases alone (seconds/2), ADSGD (seconds), alone (seconds/2), all ranks busy in each",
-        "thread_level": _thread_level(), "repeat": args.repeat,
+        "thread_level": _thread_level(), "progress": args.progress, "repeat": args.repeat,
         "seconds": args.seconds, "runs": commands, "results": results,
     }, args.out)
     print(f"wrote {path}")

@@ -114,6 +114,7 @@ class MpiSection:
     monitor: bool = True
     launcher: str = "mpiexec"  # mpiexec | srun
     flush_interval: float = 2.0  # seconds between HDF5 flushes
+    progress: str = "auto"  # auto | off | thread: passive-target progress thread (engines/mpi/progress.py)
 
 
 @dataclass
@@ -259,6 +260,7 @@ def validate(cfg: Config) -> None:
     require(cfg.eval.log_every >= 1, f"config field eval.log_every: expected >= 1, got {cfg.eval.log_every}")
     require(cfg.mpi.time_unit > 0, f"config field mpi.time_unit: expected > 0 seconds, got {cfg.mpi.time_unit}")
     _one_of(cfg.mpi.launcher, ("mpiexec", "srun"), "mpi.launcher")
+    _one_of(cfg.mpi.progress, ("auto", "off", "thread"), "mpi.progress")
 
 
 def dump_toml(data: dict[str, Any]) -> str:

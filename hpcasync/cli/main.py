@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "report": "report",
     "sweep": "sweep",
     "jobscript": "jobscript",
+    "doctor": "doctor",
 }
 
 

@@ -32,5 +32,5 @@ def software_versions(mpi_version: str | None = None) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     if mpi_version:
-        versions["mpi_library"] = mpi_version.strip()
+        versions["mpi_library"] = mpi_version.replace("\x00", "").strip()  # Open MPI's ends in a NUL
     return versions

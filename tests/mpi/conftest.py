@@ -7,10 +7,14 @@ mpi4py initialises a singleton MPI world of size 1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from mpi4py import MPI
+
+from hpcasync.engines.mpi import progress
 
 # A rank stuck in a collective never returns to Python, so the default
 # signal-based timeout could not fire: the thread method dumps the stacks and
@@ -33,3 +37,21 @@ def _mpi_barrier(request: pytest.FixtureRequest) -> Iterator[None]:
     MPI.COMM_WORLD.Barrier()
     yield
     MPI.COMM_WORLD.Barrier()
+
+
+@pytest.fixture
+def mpi_progress() -> Callable[[MPI.Comm], AbstractContextManager[progress.ProgressThread | None]]:
+    """``with mpi_progress(comm):`` runs what ``HPCASYNC_TEST_PROGRESS`` asks for (``mpi.progress``'s
+    values; default "off"), so ``make test-progress`` can show a test failing without the thread and
+    passing with it. Enter it after the windows: it stops the thread before they are freed."""
+    mode = os.environ.get("HPCASYNC_TEST_PROGRESS", "off")
+
+    @contextmanager
+    def run(comm: MPI.Comm) -> Iterator[progress.ProgressThread | None]:
+        thread = progress.start(mode, comm)
+        try:
+            yield thread
+        finally:
+            progress.stop(thread)
+
+    return run

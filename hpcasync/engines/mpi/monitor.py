@@ -24,6 +24,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync.engines.evaluation import evaluate_average
+from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort
 from hpcasync.engines.mpi.summary import print_summary, write_summary
@@ -130,7 +131,8 @@ def monitor_loop(evaluator: AverageModelEvaluator, comm: MPI.Comm, clock: Callab
             next_eval += interval * max(1, math.floor((clock() - next_eval) / interval) + 1)
         if done.Test():
             break
-        time.sleep(max(min(next_eval - clock(), 0.01), 0.0))
+        with progress_mod.computing():  # no MPI call: the progress thread may poll meanwhile
+            time.sleep(max(min(next_eval - clock(), 0.01), 0.0))
     wait_sleeping(comm.Ibarrier())  # workers published their final models
     final = evaluator.evaluate(clock)
     record(final)
@@ -142,9 +144,10 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
     """The monitor rank of a run: evaluates until the workers finish, writes run.h5 (see the module docstring)."""
     assert run_writer is not None
     comm = world.comm
-    board = None
+    board = progress = None
     try:
         board = Board(comm, setup.x0.size, publishes=False)
+        progress = progress_mod.start(setup.cfg.mpi.progress, comm)
         evaluator = AverageModelEvaluator(setup.problem, board, world.n, setup.x0.size, setup.virtual)
         warmup()  # numba's cached kernels and the problem's evaluation, before the clock starts
         setup.problem.evaluate(setup.x0)
@@ -173,9 +176,11 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
         if not quiet:
             print_summary(setup, result, wall, totals)
     except BaseException as exc:
+        progress_mod.stop(progress)
         run_writer.close(complete=False)
         if abort_on_error:
             abort(comm, world.rank, exc)
         raise
+    progress_mod.stop(progress)
     run_writer.close(complete=True)
     board.free()

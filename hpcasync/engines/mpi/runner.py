@@ -58,6 +58,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync.config import Config
+from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import run_monitor
 from hpcasync.engines.mpi.rank_setup import (
@@ -131,7 +132,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
     # pairwise averaging (AD-PSGD) binds the agent's model to a window of live models
     pair_model = agent.x if "pair_average" in type(agent).requires else None
 
-    transport = board = None
+    transport = board = progress = None
     complete = False
     w: Worker | None = None
     try:
@@ -144,6 +145,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         if transport.pairs is not None:
             agent.x = transport.pairs.x  # the agent's model is its window of live models (pairs.py)
         board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0)
+        progress = progress_mod.start(setup.cfg.mpi.progress, comm)  # stopped before any window is freed
         w = Worker(setup, world, writer, transport, board)
         _warmup(setup)
         if run_writer is not None:  # rank 0 without a monitor: evaluate x0 at time 0 like the simulator
@@ -175,12 +177,14 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         result.gradients = totals
         complete = True
     except BaseException as exc:
+        progress_mod.stop(progress)
         close_writers((writer, run_writer), complete=False)
         if abort_on_error:
             abort(comm, rank, exc)
         raise
     close_writers((writer, run_writer), complete=complete)
     # collective frees, only on the success path (a failed rank aborts the job instead)
+    progress_mod.stop(progress)
     board.free()
     transport.free()
     if transport.pairs is not None:

@@ -15,6 +15,7 @@ from mpi4py import MPI
 
 from hpcasync import delays as delay_models
 from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage
+from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
 from hpcasync.engines.mpi.rank_setup import RunSetup
@@ -126,13 +127,15 @@ class Worker:
             if check_stop:
                 wake = min(wake, self.budget_time)
             if wake > now:
-                time.sleep(wake - now)
+                with progress_mod.computing():
+                    time.sleep(wake - now)
 
     def _compute(self, x: np.ndarray) -> np.ndarray | None:
         """The gradient at x, after the injected computation time; None if the budget ran out meanwhile."""
         start = self.now()
         comm0 = self.t.comm_s
-        g, loss = self.oracle.gradient(x)
+        with progress_mod.computing():  # no MPI call: the progress thread may poll meanwhile
+            g, loss = self.oracle.gradient(x)
         self.gradient_s += self.now() - start
         stopped = False
         if self.delays_on:
