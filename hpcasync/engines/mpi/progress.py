@@ -49,6 +49,7 @@ first, and mpi4py registered its finalizer when it was imported).
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 
@@ -57,8 +58,18 @@ from mpi4py import MPI
 from hpcasync.errors import UserError
 
 MODES = ("auto", "off", "thread")
-#: seconds between two polls of the progress thread
-POLL_S = 2e-4
+
+
+def _poll_from_env(default: float = 2e-4) -> float:
+    try:
+        value = float(os.environ.get("HPCASYNC_PROGRESS_POLL_S", default))
+    except ValueError:
+        return default
+    return value if 1e-5 <= value <= 1.0 else default
+
+
+#: seconds between two polls of the progress thread (``HPCASYNC_PROGRESS_POLL_S``: a measurement knob)
+POLL_S = _poll_from_env()
 #: how long a probed target sleeps without calling MPI
 PROBE_SLEEP_S = 0.1
 _TAG = 32_001
@@ -142,8 +153,9 @@ class ProgressThread:
     def _loop(self) -> None:
         comm, stop, poll = self._comm, self._stop, self.poll_s
         while not stop.wait(poll):
-            # the timeout lets stop() end the thread while the owner keeps the lock
-            if not _mpi_lock.acquire(timeout=0.05):
+            # never block on the lock: a waiter would be woken at every computing() of the owner
+            # (one context switch per gradient); a missed turn costs one poll interval
+            if not _mpi_lock.acquire(blocking=False):
                 continue
             try:
                 if not stop.is_set():
