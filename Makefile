@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # the venv's mpiexec comes from the `mpich` wheel (dev extra); override with MPIEXEC=srun etc.
 MPIEXEC ?= $(BIN)/mpiexec
 NP_TEST ?= 4
-# ranks outnumber cores here: one thread per rank (DESIGN §5)
+# ranks outnumber cores here: one thread per rank (docs/design.md §5)
 export OMP_NUM_THREADS=1
 export OPENBLAS_NUM_THREADS=1
 export MKL_NUM_THREADS=1
@@ -39,7 +39,7 @@ install-torch: $(VENV)/.installed
 
 DEMO_OUT ?= runs/demo
 DEMO_RANKS ?= 10
-# seed 000 case 5 on MPI: 9 agents (3x3 grid) + 1 monitor rank, 40 s each, then the report (~3 min on 2 cores)
+# Zhou & Pu 2025 case 5 on MPI: 9 agents (3x3 grid) + 1 monitor rank, 40 s each, then the report (~3 min on 2 cores)
 # the same experiment in the discrete-event simulator, all four algorithms (virtual time)
 demo-sim: $(VENV)/.installed
 	@rm -rf $(DEMO_OUT)-sim
@@ -75,10 +75,10 @@ bench: $(VENV)/.installed-dev
 clean:
 	rm -rf $(VENV) runs build *.egg-info
 
-# `make reproduce`: seed 000's experiments in the simulator on the digits data, from scratch
-# (configs/seed000/*.toml: 149 runs), then the figures and tables of docs/reproduction.md, copied
+# `make reproduce`: Zhou & Pu's (2025) experiments in the simulator on the digits data, from scratch
+# (configs/zhou-pu-2025/*.toml: 149 runs), then the figures and tables of docs/reproduction.md, copied
 # into docs/figures/. Simulator only; about half an hour on 2 cores (docs/figures/wall_time.txt).
-REPRO_OUT ?= runs/seed000
+REPRO_OUT ?= runs/zhou-pu-2025
 REPRO_DOC := docs/figures
 REPRO_SWEEPS := grid ring_scaling ablation_straggler ablation_beta
 # report file -> docs/figures name
@@ -98,7 +98,7 @@ reproduce: $(VENV)/.installed
 	@mkdir -p $(REPRO_DOC)
 	@start=$$(date +%s); \
 	for s in $(REPRO_SWEEPS); do \
-	  $(BIN)/hpcasync sweep configs/seed000/$$s.toml --out $(REPRO_OUT)/$$(echo $$s | sed 's/_scaling//') \
+	  $(BIN)/hpcasync sweep configs/zhou-pu-2025/$$s.toml --out $(REPRO_OUT)/$$(echo $$s | sed 's/_scaling//') \
 	    || exit $$?; \
 	done; \
 	for pair in $(REPRO_COPY); do cp $(REPRO_OUT)/$${pair%%:*} $(REPRO_DOC)/$${pair##*:} || exit $$?; done; \
@@ -107,11 +107,11 @@ reproduce: $(VENV)/.installed
 	  "load average at the end $$(cut -d' ' -f1-3 /proc/loadavg), $$(date -u +%F)" \
 	  | tee $(REPRO_DOC)/wall_time.txt
 
-# `make reproduce-mpi` (optional): the ring-scaling runs on MPI, 1 to 16 agents (configs/seed000/mpi_ring.toml)
+# `make reproduce-mpi` (optional): the ring-scaling runs on MPI, 1 to 16 agents (configs/zhou-pu-2025/mpi_ring.toml)
 .PHONY: reproduce-mpi
 reproduce-mpi: $(VENV)/.installed
 	rm -rf $(REPRO_OUT)/mpi_ring
-	$(BIN)/hpcasync sweep configs/seed000/mpi_ring.toml --out $(REPRO_OUT)/mpi_ring
+	$(BIN)/hpcasync sweep configs/zhou-pu-2025/mpi_ring.toml --out $(REPRO_OUT)/mpi_ring
 	@mkdir -p $(REPRO_DOC)
 	cp $(REPRO_OUT)/mpi_ring/report/scaling.png $(REPRO_DOC)/mpi_ring_scaling.png
 	cp $(REPRO_OUT)/mpi_ring/report/scaling.md $(REPRO_DOC)/mpi_ring_scaling.md

@@ -1,4 +1,4 @@
-"""Async efficiency of ADSGD on MPI: gradients/s running ADSGD ÷ gradients/s computing alone (DESIGN §9).
+"""Async efficiency of ADSGD on MPI: gradients/s running ADSGD ÷ gradients/s computing alone (docs/design.md §9).
 
     python benchmarks/bench_async_efficiency.py --ranks 2 --seconds 8 --out benchmarks/results/async_efficiency.json
 

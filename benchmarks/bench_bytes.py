@@ -1,4 +1,4 @@
-"""Bytes and messages per update of each algorithm, counted by the MPI transport (DESIGN §3, §9).
+"""Bytes and messages per update of each algorithm, counted by the MPI transport (docs/design.md §3, §9).
 
     python benchmarks/bench_bytes.py --budget 5 --time-unit 0.002 --out benchmarks/results/bytes.json
 

@@ -1,4 +1,4 @@
-"""Mixing-kernel bandwidth relative to ``numpy.copyto`` (DESIGN §9).
+"""Mixing-kernel bandwidth relative to ``numpy.copyto`` (docs/design.md §9).
 
 For each d, on the same arrays in one run, time every kernel and
 ``numpy.copyto`` best-of-N with ``time.perf_counter`` (kernel and copyto

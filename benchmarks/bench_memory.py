@@ -1,6 +1,6 @@
-"""Memory per agent of ADSGD Alg. 2 vs Alg. 3 as the degree grows (DESIGN §4, §9).
+"""Memory per agent of ADSGD Alg. 2 vs Alg. 3 as the degree grows (docs/design.md §4, §9).
 
-Models of size d an agent holds (seed 000 Alg. 2 / Alg. 3, App. A.3):
+Models of size d an agent holds (Zhou & Pu 2025 Alg. 2 / Alg. 3, App. A.3):
 
     Alg. 2 (adsgd):        x, g, and one slot per neighbour   = deg + 2
     Alg. 3 (adsgd-delta):  x, s, g, Δ                         = 4, whatever the degree
@@ -32,13 +32,13 @@ State = dict[str, np.ndarray]
 
 
 def alg2_state(d: int, deg: int) -> State:
-    """x, g and deg neighbour slots initialised to x0 (seed 000 Alg. 2)."""
+    """x, g and deg neighbour slots initialised to x0 (Zhou & Pu 2025 Alg. 2)."""
     x0 = np.ones(d)
     return {"x": x0.copy(), "g": np.ones(d), "slots": np.tile(x0, (deg, 1))}
 
 
 def alg3_state(d: int, deg: int) -> State:
-    """x, s = (1 − w_ii)·x0, g, Δ (seed 000 Alg. 3); deg does not enter."""
+    """x, s = (1 − w_ii)·x0, g, Δ (Zhou & Pu 2025 Alg. 3); deg does not enter."""
     x0 = np.ones(d)
     w_self = 1.0 / (deg + 1)
     return {"x": x0.copy(), "s": (1.0 - w_self) * x0, "g": np.ones(d), "delta": np.ones(d)}

@@ -1,4 +1,4 @@
-"""Memory per rank of ADSGD Alg. 2 (adsgd) vs Alg. 3 (adsgd-delta) on MPI as the degree grows (DESIGN §4, §9).
+"""Memory per rank of ADSGD Alg. 2 (adsgd) vs Alg. 3 (adsgd-delta) on MPI as the degree grows (docs/design.md §4, §9).
 
     python benchmarks/bench_memory_mpi.py --dim 1e6 --degrees 2 4 8 --out benchmarks/results/memory_mpi.json
 

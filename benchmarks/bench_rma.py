@@ -1,4 +1,4 @@
-"""Latency of the RMA layer's operations on 2 ranks (DESIGN §5.1, §5.2, §9).
+"""Latency of the RMA layer's operations on 2 ranks (docs/design.md §5.1, §5.2, §9).
 
     mpiexec -n 2 python benchmarks/bench_rma.py --dims 1e3 1e5 1e6 --out benchmarks/results/rma.json
 

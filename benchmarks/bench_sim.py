@@ -1,4 +1,4 @@
-"""Simulator cost per event, excluding gradient time, from 9 to 1024 agents on a ring (DESIGN §9).
+"""Simulator cost per event, excluding gradient time, from 9 to 1024 agents on a ring (docs/design.md §9).
 
     python benchmarks/bench_sim.py [--agents 9 128 1024] [--algorithms adsgd adsgd-delta dsgd]
                                    [--gradients-per-agent 200] [--dim 100]

@@ -1,4 +1,4 @@
-"""One rank slowed 10×: what it costs the other ranks' gradient rate, ADSGD vs DSGD (DESIGN §6, §9).
+"""One rank slowed 10×: what it costs the other ranks' gradient rate, ADSGD vs DSGD (docs/design.md §6, §9).
 
     python benchmarks/bench_straggler.py --budget 10 --time-unit 0.002 --out benchmarks/results/straggler.json
 

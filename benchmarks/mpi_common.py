@@ -31,7 +31,7 @@ def one_thread_env() -> dict[str, str]:
 
 
 def digits_config(name: str, algorithm: str, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Seed 000's 3×3 digits setting (α = 0.01, batch 32) with the given sections' fields replaced."""
+    """Zhou & Pu's (2025) 3×3 digits setting (α = 0.01, batch 32) with the given sections' fields replaced."""
     raw: dict[str, dict[str, Any]] = {
         "run": {"name": name, "seed": 0},
         "algorithm": {"name": algorithm, "alpha": 0.01, "batch_size": 32},

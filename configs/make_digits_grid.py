@@ -1,4 +1,4 @@
-"""Write configs/digits-grid/case{1..5}-{algorithm}.toml: seed 000's 9-agent setting on digits.
+"""Write configs/digits-grid/case{1..5}-{algorithm}.toml: Zhou & Pu's (2025) 9-agent setting on digits.
 
 3×3 grid, Metropolis–Hastings weights, non-convex softmax regression
 (λ = 1e-4), batch 32, α = 0.01 for every algorithm, delay cases 1–5 with
@@ -9,7 +9,7 @@ editing the template below.
 from pathlib import Path
 
 TEMPLATE = """\
-# seed 000 §5 on the embedded digits data: case {case} ({label}), {algorithm}
+# Zhou & Pu 2025 §5 on the embedded digits data: case {case} ({label}), {algorithm}
 [run]
 name = "case{case}-{algorithm}"
 seed = 0

@@ -62,8 +62,8 @@ class DataSection:
     name: str = "digits"
     dir: str = ""  # mnist / cifar10 directory
     partition: str = "iid"
-    rho: float = 0.0  # heterogeneity (seed 000)
-    classes_per_agent: int = 2  # k-classes (seed 002)
+    rho: float = 0.0  # heterogeneity (Zhou & Pu 2025)
+    classes_per_agent: int = 2  # k-classes (Xiong et al. 2023)
     dirichlet_alpha: float = 0.5
     test_fraction: float = 0.2  # digits: held-out share
     samples: int = 10000  # synthetic problems
@@ -74,13 +74,13 @@ class DataSection:
 @dataclass
 class ProblemSection:
     name: str = "softmax"
-    lam: float = 1e-4  # non-convex regulariser weight λ (seed 000)
+    lam: float = 1e-4  # non-convex regulariser weight λ (Zhou & Pu 2025)
 
 
 @dataclass
 class DelaySection:
     model: str = "case"
-    case: int = 1  # seed 000 cases 1–5
+    case: int = 1  # Zhou & Pu 2025 cases 1–5
     straggler: int = 0  # which agent straggles in cases 3–5
     slowdown: float = 10.0  # "10×" in the cases table
     compute_mean: float = 1.0
@@ -90,7 +90,7 @@ class DelaySection:
     compute_shape: float = 10.0
     comm_dist: str = "lognormal"
     comm_cv: float = 1.0
-    p: float = 0.1  # random-stragglers: probability per iteration (seed 002)
+    p: float = 0.1  # random-stragglers: probability per iteration (Xiong et al. 2023)
     s: float = 10.0  # random-stragglers: slowdown
     drop: float = 0.0  # probability a message to one neighbour is lost (simulator only)
 

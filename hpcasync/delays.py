@@ -1,10 +1,10 @@
-"""Computation and communication delay models (DESIGN §6), shared by both engines.
+"""Computation and communication delay models (docs/design.md §6), shared by both engines.
 
 The simulator advances its virtual clock by these samples; the MPI engine
 stretches real computation to ``max(real, sample × time_unit)`` and releases
 outgoing messages at their sampled times.
 
-Seed 000's five cases (means in time units, "slow" = ``slowdown`` × the mean):
+Zhou & Pu's (2025) five cases (means in time units, "slow" = ``slowdown`` × the mean):
 
 ====  ===================  =====================
 case  computation          communication
@@ -19,7 +19,7 @@ case  computation          communication
 Computation ~ Gamma(shape k) scaled to its mean; communication ~ log-normal
 with coefficient of variation ``comm_cv`` (σ² = ln(1+cv²), μ = ln m − σ²/2),
 so the mean is controlled and communication has the larger variance.
-Seed 002's random stragglers multiply an iteration's computation by ``s``
+Xiong et al.'s (2023) random stragglers multiply an iteration's computation by ``s``
 with probability ``p``. Every agent draws from its own two streams
 (computation, communication) seeded by (seed, agent), so a run is repeatable
 and two algorithms fed the same events see the same delays.

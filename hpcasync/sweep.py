@@ -25,7 +25,7 @@ A sweep file is TOML::
 
     [sweep.options]
     name = "{algorithm.name}-case{delays.case}"   # run directory name; {key} or {key:spec}
-    out = "runs/seed000/grid"                     # parent of the run directories (relative to cwd)
+    out = "runs/zhou-pu-2025/grid"                     # parent of the run directories (relative to cwd)
     jobs = 2                                      # runs at a time
     engine = "sim"                                # sim (in-process) | mpi (`hpcasync launch`, a subprocess)
     # command = "hpcasync launch {config} --out {out}"   # run each as this subprocess instead
@@ -33,7 +33,7 @@ A sweep file is TOML::
 
     # optional: after the runs, `hpcasync report` on them (same meaning as its options)
     [report]
-    out = "runs/seed000/grid/report"              # default: OUT/report (OUT as given by --out)
+    out = "runs/zhou-pu-2025/grid/report"              # default: OUT/report (OUT as given by --out)
     target = 0.9                                  # default: the runs' eval.target_accuracy
     smooth = 5                                    # time to target on a 5-evaluation moving average
     xmax = 20000                                  # cut the curves' time axis
@@ -131,7 +131,7 @@ def report_sweep(sweep: Sweep, echo: Callable[[str], None] = print) -> Path | No
 
 
 def _limit_threads() -> None:
-    """One BLAS/numba thread per worker: the workers are the parallelism (DESIGN §5)."""
+    """One BLAS/numba thread per worker: the workers are the parallelism (docs/design.md §5)."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     try:

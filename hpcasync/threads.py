@@ -1,4 +1,4 @@
-"""Threads per rank for numba and BLAS (DESIGN §5: the cores per rank, 1 when oversubscribed).
+"""Threads per rank for numba and BLAS (docs/design.md §5: the cores per rank, 1 when oversubscribed).
 
 The count comes from, in order: ``SLURM_CPUS_PER_TASK`` (what ``srun -c``
 gave each task), ``OMP_NUM_THREADS`` (what the user asked for), else the

@@ -1,8 +1,8 @@
-"""Communication graphs and their mixing matrices (DESIGN §2).
+"""Communication graphs and their mixing matrices (docs/design.md §2).
 
 A :class:`Topology` is an undirected graph on nodes ``0..n-1`` plus a mixing
 matrix W that is symmetric and doubly stochastic with w_ij > 0 iff j ∈ N_i or
-j = i (DESIGN §2). :func:`build` turns a ``[topology]`` config section into
+j = i (docs/design.md §2). :func:`build` turns a ``[topology]`` config section into
 one; every mistake in that section raises :class:`~hpcasync.errors.UserError`
 naming the field or file at fault.
 """
@@ -132,7 +132,7 @@ def _lattice(n: int, shape: tuple[int, int] | list[int] | None, periodic: bool) 
 
 
 def grid_graph(n: int, shape: tuple[int, int] | list[int] | None = None) -> nx.Graph:
-    """2-D rows×cols grid, node r·cols + c (seed 000 uses 3×3)."""
+    """2-D rows×cols grid, node r·cols + c (Zhou & Pu 2025 uses 3×3)."""
     return _lattice(n, shape, periodic=False)
 
 
@@ -179,7 +179,7 @@ def hypercube_graph(n: int) -> nx.Graph:
 
 
 def random_graph(n: int, degree: float = 3, seed: int = 0, tries: int = RANDOM_TRIES) -> nx.Graph:
-    """Connected Erdős–Rényi G(n, p) with p = degree/(n−1), i.e. expected degree ``degree`` (seed 002).
+    """Connected Erdős–Rényi G(n, p) with p = degree/(n−1), i.e. expected degree ``degree`` (Xiong et al. 2023).
 
     Draw k = 0, 1, … uses the seed sequence (seed, k); the first connected draw
     is returned, so a given seed always gives the same graph.
@@ -230,7 +230,7 @@ def _fill_diagonal(W: np.ndarray) -> np.ndarray:
 
 
 def metropolis_hastings(graph: nx.Graph) -> np.ndarray:
-    """Metropolis–Hastings weights, DESIGN §2: w_ij = 1/(1 + max(d_i, d_j)) on edges, w_ii = 1 − Σ_j w_ij."""
+    """Metropolis–Hastings weights, docs/design.md §2: w_ij = 1/(1 + max(d_i, d_j)) on edges, w_ii = 1 − Σ_j w_ij."""
     A = _adjacency(graph)
     d = A.sum(axis=1, dtype=np.int64)
     W = A / (1.0 + np.maximum.outer(d, d))
@@ -246,7 +246,7 @@ def max_degree(graph: nx.Graph) -> np.ndarray:
 
 
 def double_step(W: np.ndarray, beta: float) -> np.ndarray:
-    """(1 − β)·I + β·W: the mixing matrix of the double-step-size form, seed 000 eq. (7)."""
+    """(1 − β)·I + β·W: the mixing matrix of the double-step-size form, Zhou & Pu 2025 eq. (7)."""
     require(0 < beta <= 1, f"config field algorithm.beta: expected 0 < beta <= 1, got {beta}")
     return (1.0 - beta) * np.eye(W.shape[0]) + beta * W
 
@@ -271,7 +271,7 @@ def graph_from_matrix(W: np.ndarray) -> nx.Graph:
 
 
 def check_mixing_matrix(W: np.ndarray, graph: nx.Graph, source: str) -> None:
-    """Raise :class:`UserError` unless W fits DESIGN §2 on ``graph``.
+    """Raise :class:`UserError` unless W fits docs/design.md §2 on ``graph``.
 
     W must be (n, n) finite, symmetric, nonnegative, with rows and columns
     summing to 1 (tolerance :data:`TOL`), w_ij > 0 iff i ~ j or i = j, and the
@@ -352,7 +352,7 @@ def from_graph(name: str, graph: nx.Graph, weights: str = "metropolis") -> Topol
 
 
 def build(cfg: TopologySection) -> Topology:
-    """The topology a ``[topology]`` section describes (DESIGN §2); mistakes raise :class:`UserError`."""
+    """The topology a ``[topology]`` section describes (docs/design.md §2); mistakes raise :class:`UserError`."""
     builder = TOPOLOGIES.get(cfg.name)
     require(isinstance(cfg.n, int) and cfg.n >= 1,
             f"config field topology.n: expected >= 1 agents, got {cfg.n}")

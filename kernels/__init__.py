@@ -1,4 +1,4 @@
-"""Numba kernels, installed as ``hpcasync.kernels`` (DESIGN §1): in-place, memory-bound mixing arithmetic."""
+"""Numba kernels, installed as ``hpcasync.kernels`` (docs/design.md §1): in-place, memory-bound mixing arithmetic."""
 
 from hpcasync.kernels.mixing import (
     add_and_zero,

@@ -1,8 +1,8 @@
-"""Numba kernels for the mixing arithmetic of ADSGD and friends (DESIGN §4, §9).
+"""Numba kernels for the mixing arithmetic of ADSGD and friends (docs/design.md §4, §9).
 
 Every kernel works in place on float64 arrays, allocates nothing of size d,
 and touches each array once: the mixing step is memory-bound, so the figure
-of merit is GB/s relative to ``numpy.copyto`` (DESIGN §9,
+of merit is GB/s relative to ``numpy.copyto`` (docs/design.md §9,
 ``benchmarks/bench_kernels.py``). Models are 1-D C-contiguous arrays;
 neighbour models are one C-contiguous ``(deg, d)`` array; weights a 1-D
 float64 array. Pass scalars as Python floats: an int compiles (and caches)
@@ -32,7 +32,7 @@ def _check_rows(x, rows, weights):
 
 @njit(cache=True, fastmath=False, nogil=True)
 def adsgd_step(x, g, nbrs, w_nbrs, w_self, alpha, beta):
-    """x ← (1−β)·x + β·(w_ii·x + Σ_j w_ij·x̃_j) − α·g, seed 000 Alg. 2, eq. (5) (β = 1) and (7).
+    """x ← (1−β)·x + β·(w_ii·x + Σ_j w_ij·x̃_j) − α·g, Zhou & Pu 2025 Alg. 2, eq. (5) (β = 1) and (7).
 
     ``nbrs`` is (deg, d) with row j the latest model of neighbour j and
     ``w_nbrs[j]`` its weight w_ij. Elements outer, neighbours inner: one
@@ -153,7 +153,7 @@ def adsgd_step_blocked(x, g, nbrs, w_nbrs, w_self, alpha, beta):
 
 @njit(cache=True, fastmath=False, nogil=True)
 def adsgd_delta_step(x, s, g, delta, w_self, alpha, beta):
-    """Δ = (1−β)·x + β·(w_ii·x + s) − α·g − x; x ← x + Δ; delta ← Δ (seed 000 Alg. 3, App. A.3).
+    """Δ = (1−β)·x + β·(w_ii·x + s) − α·g − x; x ← x + Δ; delta ← Δ (Zhou & Pu 2025 Alg. 3, App. A.3).
 
     s = Σ_j w_ij·x̃_j is the running neighbour sum; the caller pushes w_ji·Δ
     to each out-neighbour j.
@@ -170,10 +170,10 @@ def adsgd_delta_step(x, s, g, delta, w_self, alpha, beta):
 
 @njit(cache=True, fastmath=False, nogil=True)
 def adsgd_delta_step_inbox(x, s, inbox, g, delta, w_self, alpha, beta):
-    """s ← s + inbox; inbox ← 0; then :func:`adsgd_delta_step`, fused in one pass (seed 000 Alg. 3).
+    """s ← s + inbox; inbox ← 0; then :func:`adsgd_delta_step`, fused in one pass (Zhou & Pu 2025 Alg. 3).
 
     ``inbox`` is the accumulator the neighbours' w_ij·Δ_j land in (the
-    simulator's drain buffer); on MPI they land in s directly (DESIGN §4).
+    simulator's drain buffer); on MPI they land in s directly (docs/design.md §4).
     """
     d = x.shape[0]
     if s.shape[0] != d or inbox.shape[0] != d or g.shape[0] != d or delta.shape[0] != d:
@@ -190,7 +190,7 @@ def adsgd_delta_step_inbox(x, s, inbox, g, delta, w_self, alpha, beta):
 
 @njit(cache=True, fastmath=False, nogil=True)
 def add_and_zero(s, inbox):
-    """s ← s + inbox; inbox ← 0 (take everything accumulated, seed 000 Alg. 3 drain)."""
+    """s ← s + inbox; inbox ← 0 (take everything accumulated, Zhou & Pu 2025 Alg. 3 drain)."""
     if inbox.shape[0] != s.shape[0]:
         raise ValueError("s and inbox must have the same length")
     for i in range(s.shape[0]):
@@ -227,7 +227,7 @@ def copy_into(out, x):
 
 @njit(cache=True, fastmath=False, nogil=True)
 def weighted_sum_into(out, rows, weights):
-    """out ← Σ_k weights[k]·rows[k] (s_i = Σ_j w_ij·x_j, the Alg. 3 invariant of DESIGN §4; DSGD mixing).
+    """out ← Σ_k weights[k]·rows[k] (s_i = Σ_j w_ij·x_j, the Alg. 3 invariant of docs/design.md §4; DSGD mixing).
 
     Same loop shape as :func:`adsgd_step`: out is written once, 4 lanes per iteration.
     """
@@ -256,7 +256,7 @@ def weighted_sum_into(out, rows, weights):
 
 @njit(cache=True, fastmath=False, nogil=True)
 def mean_rows_into(out, rows):
-    """out ← (1/n)·Σ_k rows[k], the average model x̄ (seed 000 figures: loss of the average model)."""
+    """out ← (1/n)·Σ_k rows[k], the average model x̄ (Zhou & Pu 2025 figures: loss of the average model)."""
     n = rows.shape[0]
     d = out.shape[0]
     if n == 0:

@@ -34,7 +34,7 @@ def test_adpsgd_refuses_non_bipartite_graphs(topology) -> None:
 
 def test_adpsgd_is_biased_by_update_frequency_adsgd_is_not() -> None:
     """Two quadratics, agent 1 computes 10× slower. AD-PSGD's average model goes to the optimum of
-    Σ p_i f_i (p_i = update frequency); ADSGD's to the optimum of Σ f_i (seed 000 §5)."""
+    Σ p_i f_i (p_i = update frequency); ADSGD's to the optimum of Σ f_i (Zhou & Pu 2025 §5)."""
     common = dict(QUADRATIC, topology={"name": "complete", "n": 2, "shape": []},
                   delays={"model": "case", "case": 3, "straggler": 1, "compute_dist": "constant"},
                   budget={"time": 3000.0})
@@ -51,7 +51,7 @@ def test_adpsgd_is_biased_by_update_frequency_adsgd_is_not() -> None:
 
 
 def tracking_residual(sim) -> float:
-    """|Σ z_i + Σ_ij (c_ij σ_j − ρ̃_ij) − Σ g_i| relative to |Σ g_i| (DESIGN §4, RFAST)."""
+    """|Σ z_i + Σ_ij (c_ij σ_j − ρ̃_ij) − Σ g_i| relative to |Σ g_i| (docs/design.md §4, RFAST)."""
     d = sim.agents[0].x.size
     total = sum(a.z for a in sim.agents)
     for a, tr in zip(sim.agents, sim.transports, strict=True):
@@ -87,7 +87,7 @@ def test_alg3_does_not_tolerate_lost_messages() -> None:
 
 @pytest.mark.parametrize("name", algorithms.names())  # every registered algorithm, new ones included
 def test_every_algorithm_lowers_the_loss_on_digits(name: str) -> None:
-    # RFAST's α/n (seed 000's setting) is n× slower; compare at the same α here
+    # RFAST's α/n (Zhou & Pu's (2025) setting) is n× slower; compare at the same α here
     algorithm = {"name": name, "scale_alpha_by_n": False}
     sim = build_simulator(make_config(algorithm=algorithm, budget={"time": 60.0}))
     sim.run()

@@ -1,4 +1,4 @@
-"""Delay models (DESIGN §6): means under control, per-agent streams, the five cases, stragglers."""
+"""Delay models (docs/design.md §6): means under control, per-agent streams, the five cases, stragglers."""
 
 from __future__ import annotations
 

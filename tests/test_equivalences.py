@@ -1,4 +1,4 @@
-"""The simulator's invariants and equivalences (DESIGN §4): Alg. 3 ≡ Alg. 2, zero-delay ADSGD ≡ DSGD,
+"""The simulator's invariants and equivalences (docs/design.md §4): Alg. 3 ≡ Alg. 2, zero-delay ADSGD ≡ DSGD,
 s_i = Σ_j w_ij·x_j after the network drains, and repeatability."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def models(sim) -> np.ndarray:
 @pytest.mark.parametrize("case", [1, 2, 5])
 @pytest.mark.parametrize("beta", [1.0, 0.6])
 def test_alg3_equals_alg2(case: int, beta: float) -> None:
-    """Same seed and delays → the delta form produces Alg. 2's iterates (seed 000 App. A.3)."""
+    """Same seed and delays → the delta form produces Alg. 2's iterates (Zhou & Pu 2025 App. A.3)."""
     a2, r2 = run(algorithm={"name": "adsgd", "beta": beta}, delays={"case": case})
     a3, r3 = run(algorithm={"name": "adsgd-delta", "beta": beta}, delays={"case": case})
     assert a2.gradients == a3.gradients > 100

@@ -1,4 +1,4 @@
-"""Numba mixing kernels against numpy references (seed 000 Alg. 2 and 3, DESIGN §4)."""
+"""Numba mixing kernels against numpy references (Zhou & Pu 2025 Alg. 2 and 3, docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _state(d: int, deg: int, seed: int = 0) -> tuple[np.ndarray, ...]:
 
 
 def _adsgd_ref(x, g, nbrs, w_nbrs, w_self, alpha, beta):
-    """Seed 000 eq. (7): x ← (1−β)x + β(w_ii x + Σ_j w_ij x̃_j) − αg."""
+    """Zhou & Pu 2025 eq. (7): x ← (1−β)x + β(w_ii x + Σ_j w_ij x̃_j) − αg."""
     return (1 - beta) * x + beta * (w_self * x + w_nbrs @ nbrs) - alpha * g
 
 
@@ -105,7 +105,7 @@ def test_adsgd_delta_step_inbox_fuses_drain(d: int) -> None:
 
 
 def test_alg2_and_alg3_give_the_same_iterates() -> None:
-    """DESIGN §4: with the same (here: immediate) arrivals Alg. 2 and Alg. 3 agree to rounding."""
+    """docs/design.md §4: with the same (here: immediate) arrivals Alg. 2 and Alg. 3 agree to rounding."""
     rng = np.random.default_rng(7)
     n, d, alpha, beta = 4, 33, 0.05, 0.8
     W = np.array([[0.5, 0.25, 0, 0.25], [0.25, 0.5, 0.25, 0], [0, 0.25, 0.5, 0.25], [0.25, 0, 0.25, 0.5]])
@@ -220,7 +220,7 @@ def test_adsgd_step_property(data, d: int, deg: int, alpha: float, beta: float) 
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), d=st.integers(1, 70), alpha=st.floats(0, 1), beta=st.floats(0.01, 1))
 def test_delta_step_property(data, d: int, alpha: float, beta: float) -> None:
-    """x_new − x_old equals the Δ written out, and the Δ matches seed 000 Alg. 3."""
+    """x_new − x_old equals the Δ written out, and the Δ matches Zhou & Pu 2025 Alg. 3."""
     x, s, g = (data.draw(hnp.arrays(np.float64, d, elements=finite)) for _ in range(3))
     x_old = x.copy()
     delta = np.empty(d)

@@ -1,5 +1,5 @@
 """``adsgd_step_rows``: ADSGD's step with the neighbour models picked by row index from one array
-(the MPI engine's window of model slots, DESIGN §5.1), checked against ``adsgd_step``."""
+(the MPI engine's window of model slots, docs/design.md §5.1), checked against ``adsgd_step``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Graphs and mixing matrices (DESIGN §2): properties, closed-form spectra, user errors."""
+"""Graphs and mixing matrices (docs/design.md §2): properties, closed-form spectra, user errors."""
 
 from __future__ import annotations
 

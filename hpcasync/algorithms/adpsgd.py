@@ -1,4 +1,4 @@
-"""AD-PSGD (Lian et al. 2018), a baseline of seed 000 §5.
+"""AD-PSGD (Lian et al. 2018), a baseline of Zhou & Pu 2025 §5.
 
 The graph must be bipartite; one side is *active*. Every agent computes a
 gradient at a snapshot of x_i and applies it to its current model::
@@ -10,7 +10,7 @@ and atomically sets x_i, x_j ← (x_i + x_j)/2, waiting while j is busy in
 another exchange. Averaging preserves Σ_i x_i, so the average model drifts
 by −α Σ_i p_i ∇f_i where p_i is agent i's update frequency: AD-PSGD
 converges to a stationary point of Σ_i p_i f_i, not of Σ_i f_i (the bias
-seed 000 shows under stragglers).
+Zhou & Pu 2025 shows under stragglers).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ADSGD, seed 000 Alg. 2 (eq. (5); double step size eq. (7)).
+"""ADSGD, Zhou & Pu 2025 Alg. 2 (eq. (5); double step size eq. (7)).
 
 Agent i keeps x_i and the latest model x̃_ij pushed by each neighbour j::
 

@@ -1,4 +1,4 @@
-"""Memory-efficient ADSGD, seed 000 Alg. 3 (App. A.3): exchange model changes.
+"""Memory-efficient ADSGD, Zhou & Pu 2025 Alg. 3 (App. A.3): exchange model changes.
 
 Agent i keeps s_i = Σ_j w_ij·x̃_ij instead of every neighbour model::
 

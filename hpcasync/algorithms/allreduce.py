@@ -1,4 +1,4 @@
-"""AllReduce SGD (seed 000 §5 baseline; seed 003 §"AllReduce SGD"): exact averaging each round.
+"""AllReduce SGD (Zhou & Pu 2025 §5 baseline; Assran et al. 2020 §"AllReduce SGD"): exact averaging each round.
 
     x^{k+1} = x^k − α·(1/n)·Σ_i ∇f_i(x^k; ξ_i)
 

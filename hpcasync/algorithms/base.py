@@ -23,7 +23,7 @@ from hpcasync.registry import Registry
 
 @dataclass(frozen=True)
 class StepSize:
-    """α_k = α · decay^k (decay = 1: constant), the schedules the seeds use."""
+    """α_k = α · decay^k (decay = 1: constant), the schedules the source papers use."""
 
     alpha: float
     decay: float = 1.0

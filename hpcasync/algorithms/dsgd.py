@@ -1,4 +1,4 @@
-"""Synchronous decentralized SGD (DSGD), the baseline of seed 000 §5.
+"""Synchronous decentralized SGD (DSGD), the baseline of Zhou & Pu 2025 §5.
 
 Round k waits for every neighbour's round-k model::
 

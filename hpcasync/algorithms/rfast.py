@@ -1,5 +1,5 @@
 """RFAST: robust asynchronous push–pull gradient tracking with running sums (Zhu et al. 2023),
-a baseline of seed 000 §5, as restated in DESIGN §4.
+a baseline of Zhou & Pu 2025 §5, as restated in docs/algorithms.md §6.
 
 Pull matrix R (row stochastic), push matrix C (column stochastic); on an
 undirected graph R = C = W. Agent i keeps x_i, v_i, the tracker z_i, its last

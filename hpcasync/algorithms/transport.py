@@ -1,4 +1,4 @@
-"""The Transport interface: the only way an algorithm talks to other agents (DESIGN §3).
+"""The Transport interface: the only way an algorithm talks to other agents (docs/design.md §3).
 
 Algorithms are generators. Non-blocking calls (``push_model``, ``latest``,
 ``push_delta``, ``drain_into``, ``send_small``, ``poll_small``) are plain
@@ -126,7 +126,7 @@ class Transport(abc.ABC):
 
     def mix_latest(self, x: np.ndarray, g: np.ndarray, w_nbrs: np.ndarray, w_self: float, alpha: float,
                    beta: float) -> None:
-        """ADSGD's step (seed 000 Alg. 2) in place on the newest models of the in-neighbours:
+        """ADSGD's step (Zhou & Pu 2025 Alg. 2) in place on the newest models of the in-neighbours:
         x ← (1−β)·x + β·(w_ii·x + Σ_j w_ij·x̃_j) − α·g, ``w_nbrs`` ordered like ``in_neighbors``.
 
         ``x`` must be this agent's model as it was last pushed (``push_model(x)``

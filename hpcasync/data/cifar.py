@@ -1,6 +1,6 @@
 """CIFAR-10 from the "python version" batches (Krizhevsky, 2009).
 
-Seed 000 §4.2 trains a VGG11 on CIFAR-10. The archive ``cifar-10-python.tar.gz``
+Zhou & Pu 2025 §4.2 trains a VGG11 on CIFAR-10. The archive ``cifar-10-python.tar.gz``
 unpacks into ``cifar-10-batches-py/`` holding ``data_batch_1`` … ``data_batch_5``
 (10000 images each) and ``test_batch``: pickled dicts with ``b'data'``, a
 uint8 array (N, 3072) of R, G, B planes of 32×32, and ``b'labels'``, N ints in 0..9.

@@ -1,4 +1,4 @@
-"""The in-memory dataset every loader returns (DESIGN §1 ``data/``)."""
+"""The in-memory dataset every loader returns (docs/design.md §1 ``data/``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The embedded 8×8 digits data (scikit-learn's bundled copy of UCI optdigits).
 
-DESIGN §7: the default stand-in for seed 000's MNIST logistic-regression
+docs/design.md §7: the default stand-in for Zhou & Pu's (2025) MNIST logistic-regression
 experiment; it ships with scikit-learn, so no network is ever needed.
 """
 

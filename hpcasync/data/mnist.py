@@ -1,6 +1,6 @@
 """MNIST from its original IDX files (LeCun et al.), raw or gzipped.
 
-Seed 000 §4.1 trains its non-convex logistic regression on MNIST. The IDX
+Zhou & Pu 2025 §4.1 trains its non-convex logistic regression on MNIST. The IDX
 format: a big-endian magic word ``0x0000TTDD`` (TT = element type, DD = number
 of dimensions), DD big-endian uint32 sizes, then the elements in C order.
 Images are ``0x00000803`` (uint8, N×28×28), labels ``0x00000801`` (uint8, N).

@@ -38,7 +38,7 @@ def iid(y: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
 
 
 def heterogeneity(y: np.ndarray, n: int, rho: float, seed: int) -> list[np.ndarray]:
-    """Seed 000 §4 / App. B: a fraction ρ of each agent's data is label-sorted, the rest uniform.
+    """Zhou & Pu 2025 §4 / App. B: a fraction ρ of each agent's data is label-sorted, the rest uniform.
 
     A random ρ-fraction of the samples is sorted by label (ties in random
     order) and cut into n contiguous parts; the remaining samples are split
@@ -71,7 +71,7 @@ def _shard_counts(class_sizes: np.ndarray, total: int) -> np.ndarray:
 
 
 def k_classes(y: np.ndarray, n: int, k: int, seed: int) -> list[np.ndarray]:
-    """Seed 002 App. C (after McMahan et al.): every agent holds data of at most k classes.
+    """Xiong et al. 2023 App. C (after McMahan et al.): every agent holds data of at most k classes.
 
     Shards method: the data sorted by label is cut into n·k shards and every
     agent gets k random shards. Shards here never straddle a class boundary

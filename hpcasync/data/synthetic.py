@@ -1,4 +1,4 @@
-"""Synthetic problem data: seed 004's random least squares and per-agent quadratics."""
+"""Synthetic problem data: Mishchenko et al.'s (2022) random least squares and per-agent quadratics."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _QUAD_STREAM = 0x71756164  # "quad"
 
 def least_squares(n: int = 10000, d: int = 400, noise: float = 0.1, seed: int = 0,
                   n_test: int | None = None) -> Dataset:
-    """Random least squares of seed 004 §experiments (Fig. 1, App. A).
+    """Random least squares of Mishchenko et al. 2022 §experiments (Fig. 1, App. A).
 
     A ~ N(0, 1)^{n×d}, x* ~ N(0, 1)^d, b = A x* + noise · ε, ε ~ N(0, 1)^n.
     The n rows are the training set. A held-out test set of ``n_test`` rows

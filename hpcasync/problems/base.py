@@ -1,7 +1,7 @@
 """What a problem gives the algorithms: per-agent stochastic gradient oracles on a flat vector.
 
 An agent's local objective is f_i(x) = (1/m_i) Σ_{r ∈ S_i} ℓ(x; r) (+ regulariser)
-over its shard S_i (seed 000 eq. (1): min (1/n) Σ_i f_i). ``Oracle.gradient``
+over its shard S_i (Zhou & Pu 2025 eq. (1): min (1/n) Σ_i f_i). ``Oracle.gradient``
 returns an unbiased minibatch estimate of ∇f_i.
 """
 

@@ -1,4 +1,4 @@
-"""Seed 004 §experiments (Fig. 1, App. A): least squares on random data.
+"""Mishchenko et al. 2022 §experiments (Fig. 1, App. A): least squares on random data.
 
     f_i(x) = (1/2m_i) Σ_{r ∈ S_i} (a_r^T x − b_r)²,   ∇f_i(x) = (1/m_i) A_S^T (A_S x − b_S),
 
@@ -69,7 +69,7 @@ class LeastSquaresProblem(Problem):
         self.dim = data.num_features
 
     def init_params(self, seed: int) -> np.ndarray:
-        # Zeros, as in seed 004's experiment; seed unused.
+        # Zeros, as in Mishchenko et al.'s (2022) experiment; seed unused.
         return np.zeros(self.dim)
 
     def oracle(self, agent: int, seed: int) -> LeastSquaresOracle:

@@ -4,7 +4,7 @@
 
 The minimiser of Σ_i p_i f_i is x* = Σ_i p_i h_i c_i / Σ_i p_i h_i. With
 p_i = update frequencies this is where a frequency-biased method such as
-AD-PSGD lands (DESIGN §4), so tests can measure the bias exactly. The global
+AD-PSGD lands (docs/design.md §4), so tests can measure the bias exactly. The global
 objective is the plain mean (1/n) Σ_i f_i.
 """
 

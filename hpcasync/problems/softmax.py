@@ -1,4 +1,4 @@
-"""Seed 000 §4.1: logistic regression with a non-convex regulariser.
+"""Zhou & Pu 2025 §4.1: logistic regression with a non-convex regulariser.
 
     f(x) = (1/N) Σ_r [ logsumexp_c(z_rc) − z_{r,y_r} ] + λ Σ_k x_k² / (1 + x_k²),
     z_r = W^T a_r + b,
@@ -141,7 +141,7 @@ class SoftmaxOracle(Oracle):
 
 @register_problem
 class SoftmaxProblem(Problem):
-    """Non-convex regularised multinomial logistic regression (seed 000 §4.1) over agent shards."""
+    """Non-convex regularised multinomial logistic regression (Zhou & Pu 2025 §4.1) over agent shards."""
 
     name = "softmax"
     data_kind = "classification"

@@ -34,7 +34,7 @@ def time_to_target(times: Sequence[float] | np.ndarray, accuracies: Sequence[flo
 
     Without ``interpolate`` this is the time of the first evaluation at or
     above the target: what a monitor that evaluates every Δt observes, and
-    what the seed papers plot. With ``interpolate`` the crossing is placed by
+    what the source papers plot. With ``interpolate`` the crossing is placed by
     linear interpolation between that evaluation and the one before it (an
     estimate finer than the evaluation interval). NaN accuracies are skipped.
     ``smooth`` > 1 first replaces each accuracy by the mean of the ``smooth``

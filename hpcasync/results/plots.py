@@ -1,4 +1,4 @@
-"""Figures of seed 000: curves of the average model vs time, and relative time to a target accuracy.
+"""Figures of Zhou & Pu 2025: curves of the average model vs time, and relative time to a target accuracy.
 
 Uses matplotlib's object API with the Agg canvas directly (no pyplot), so it
 works without a display and never changes the caller's backend.
@@ -157,7 +157,7 @@ def plot_curve_panels(panels: Sequence[tuple[str, Sequence[Run]]], key: str, out
                       xmax: float | None = None, ncols: int = 3,
                       series: Callable[[Run], str] | None = None) -> Path:
     """One subplot per panel (e.g. per delay case), one line per algorithm, one colour per algorithm
-    across all panels and a single legend: seed 000's per-case loss / accuracy figures in one image.
+    across all panels and a single legend: Zhou & Pu's (2025) per-case loss / accuracy figures in one image.
     ``series`` names a run's line (default: its algorithm), e.g. ``"adsgd beta=0.5"`` in a β sweep."""
     name = series or (lambda r: r.algorithm)
     if key not in schema.EVALUATION_NAMES:
@@ -271,7 +271,7 @@ def _bar_ylabel(table: Sequence[dict[str, Any]]) -> str:
 
 def plot_time_to_target_bars(table: Sequence[dict[str, Any]], out_png: str | Path, *,
                              title: str | None = None) -> Path:
-    """Per case, each run's time to target relative to ADSGD (seed 000 Fig. 9/15 style).
+    """Per case, each run's time to target relative to ADSGD (Zhou & Pu 2025 Fig. 9/15 style).
 
     Rows come from :func:`~hpcasync.results.analysis.summary_table`. A run
     that never reached the target gets a hatched grey bar drawn above the

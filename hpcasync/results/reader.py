@@ -120,7 +120,7 @@ class Run:
 
     @property
     def case(self) -> str:
-        """Delay setting: the seed-000 case number under ``delays.model = "case"``, else the model name."""
+        """Delay setting: the Zhou & Pu 2025 case number under ``delays.model = "case"``, else the model name."""
         delays = self.config.get("delays", {})
         model = delays.get("model", "case")
         return str(delays.get("case", "?")) if model == "case" else str(model)

@@ -1,4 +1,4 @@
-"""The HDF5 layout of a run directory (DESIGN §8): names, dtypes and units in one place.
+"""The HDF5 layout of a run directory (docs/design.md §8): names, dtypes and units in one place.
 
 The writer creates exactly these datasets and the reader looks for exactly
 these, so a column added here appears in both. A run directory holds::

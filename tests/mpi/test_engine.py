@@ -104,7 +104,7 @@ def test_delta_invariant_after_quiescence(out_dir: Path, graph: str, mode: str,
         error = f"only {res.agent.iteration} iterations"
     elif res.transport.outbox.per_target_fallbacks:
         error = "the outbox left its shared-sum mode for Alg. 3's deltas"
-    # the slow link queued deltas: summed in the outbox before leaving (DESIGN §6)
+    # the slow link queued deltas: summed in the outbox before leaving (docs/design.md §6)
     if comm.allreduce(res.transport.outbox.deltas_merged) == 0:
         error = error or "no queued deltas were ever summed: the test did not exercise the queue"
     _all_ok(comm, error)

@@ -1,4 +1,4 @@
-"""Multi-rank tests of the RMA layer (DESIGN §5.1, §5.2).
+"""Multi-rank tests of the RMA layer (docs/design.md §5.1, §5.2).
 
 Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi -q`` (any size ≥ 2).
 Assertions are made on every rank from gathered results, so a failure on one
@@ -420,7 +420,7 @@ def test_fetch_published_returns_the_last_model() -> None:
 @pytest.mark.mpi(min_size=2)
 def test_operations_do_not_wait_for_a_computing_target(mpi_progress: Any) -> None:
     """Rank 1 sleeps 2 s without calling MPI; rank 0's 20 publishes and 20
-    accumulates into it must complete meanwhile (DESIGN §5)."""
+    accumulates into it must complete meanwhile (docs/design.md §5)."""
     comm = MPI.COMM_WORLD
     r = comm.rank
     dim, ops, sleep_s = 10_000, 20, 2.0

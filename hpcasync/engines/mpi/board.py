@@ -1,4 +1,4 @@
-"""Per-rank "notice board": counters and the model the monitor reads, all one-sided (DESIGN §5).
+"""Per-rank "notice board": counters and the model the monitor reads, all one-sided (docs/design.md §5).
 
 Every rank of the job (workers and monitor) owns two windows, each held in
 one ``Lock_all(MODE_NOCHECK)`` epoch (:mod:`.epoch`):

@@ -20,7 +20,7 @@ __all__ = ["DeltaAccumulator"]
 
 
 class DeltaAccumulator(Epoch):
-    """A window of ``dim`` float64 per rank that neighbours add deltas into (DESIGN §5.2).
+    """A window of ``dim`` float64 per rank that neighbours add deltas into (docs/design.md §5.2).
 
     Senders ``Accumulate(SUM)``; accumulates are element-wise atomic across
     origins, so concurrent senders never lose an update. The owner takes
@@ -39,7 +39,7 @@ class DeltaAccumulator(Epoch):
     on any MPI.
 
     Alternative mode for Alg. 3 ("the deltas land directly in the s_i
-    window", DESIGN §4): construct with ``initial=(1 − w_ii)·x0`` and never
+    window", docs/design.md §4): construct with ``initial=(1 − w_ii)·x0`` and never
     drain. The window then *is* s_i = s_i(0) + Σ(deltas arrived), and
     :meth:`snapshot_into` copies it with an element-wise atomic
     ``Get_accumulate(NO_OP)``. This is exact for the same reason draining is

@@ -5,7 +5,7 @@ numpy view of the memory (:meth:`Epoch.allocate`), the local
 initialisation and the opening of one ``Lock_all(MPI.MODE_NOCHECK)`` epoch
 per window (:meth:`Epoch.build`), and ``Unlock_all`` + ``Win.Free`` on every
 exit path (:meth:`Epoch.free`, also from ``__exit__`` and when construction
-fails): a leaked epoch hangs ``MPI_Finalize``. DESIGN §5 measured why one
+fails): a leaked epoch hangs ``MPI_Finalize``. docs/design.md §5 measured why one
 long epoch: a per-operation ``Win.Lock`` blocks while the target computes
 without calling MPI, whereas inside a long ``Lock_all`` epoch an operation
 completed with ``Win.Flush`` never waits for the target.

@@ -1,4 +1,4 @@
-"""The per-rank serial send queue of the MPI engine, with injected transmission times (DESIGN §6).
+"""The per-rank serial send queue of the MPI engine, with injected transmission times (docs/design.md §6).
 
 Sending is full-duplex multicast and *serial*: one outgoing transmission at
 a time per rank. A transmission lasts one sample of the rank's communication

@@ -1,6 +1,6 @@
 """AD-PSGD's atomic pairwise averaging on MPI: a window of live models with per-operation locks.
 
-DESIGN §3 ``pair_average(j, v)``: "exclusive lock on j's window, get, put".
+docs/design.md §3 ``pair_average(j, v)``: "exclusive lock on j's window, get, put".
 
 Model window. Each worker owns, in one ``MPI.Win.Allocate`` window
 (displacement unit 8 bytes), its live model and a few int64 words::

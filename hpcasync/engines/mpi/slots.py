@@ -35,7 +35,7 @@ ATOMIC_WORD_READS = False
 
 
 class ModelSlots(Epoch):
-    """Double-buffered model slots with a seqlock per in-neighbour (DESIGN §5.1).
+    """Double-buffered model slots with a seqlock per in-neighbour (docs/design.md §5.1).
 
     Layout (two windows, displacement unit 8 bytes, allocated with
     ``MPI.Win.Allocate``) on a rank with in-neighbours ``in_neighbors``:

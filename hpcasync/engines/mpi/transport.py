@@ -1,4 +1,4 @@
-"""The MPI transport: DESIGN §3's interface on one-sided RMA windows, plus the blocking collectives.
+"""The MPI transport: docs/design.md §3's interface on one-sided RMA windows, plus the blocking collectives.
 
 Non-blocking calls (what the asynchronous algorithms use):
 

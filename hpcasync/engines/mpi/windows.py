@@ -1,8 +1,8 @@
-"""One-sided RMA building blocks of the MPI engine (DESIGN §5).
+"""One-sided RMA building blocks of the MPI engine (docs/design.md §5).
 
 Two window types, both living in **one** passive-target epoch per window that
 is opened with ``Lock_all(MPI.MODE_NOCHECK)`` at construction and closed in
-:meth:`free`. DESIGN §5 measured why: a per-operation ``Win.Lock`` blocks
+:meth:`free`. docs/design.md §5 measured why: a per-operation ``Win.Lock`` blocks
 while the target computes without calling MPI, whereas inside a long
 ``Lock_all`` epoch an operation completed with ``Win.Flush`` never waits for
 the target. So no method here takes a lock, and none waits for another rank.
@@ -15,7 +15,7 @@ the target. So no method here takes a lock, and none waits for another rank.
 
 Both are collective to construct and to free, are context managers, and free
 their windows and close their epochs on every exit path: a leaked epoch hangs
-``MPI_Finalize``. Both count ``bytes_sent`` and ``messages_sent`` (DESIGN §3).
+``MPI_Finalize``. Both count ``bytes_sent`` and ``messages_sent`` (docs/design.md §3).
 
 This module gathers them: the epoch life cycle is :mod:`.epoch`, the slots
 :mod:`.slots`, the accumulator :mod:`.delta`.

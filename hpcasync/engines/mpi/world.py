@@ -1,4 +1,4 @@
-"""Rank layout of an MPI run and the agreement on setup errors (DESIGN §1 ``engines/mpi``).
+"""Rank layout of an MPI run and the agreement on setup errors (docs/design.md §1 ``engines/mpi``).
 
 Ranks ``0..n-1`` are the agents (workers) of the communication graph, in
 graph order. With ``mpi.monitor = true`` the job may have one more rank,

@@ -1,4 +1,4 @@
-"""Run one simulated experiment from a config and stream it into the HDF5 layout of DESIGN §8."""
+"""Run one simulated experiment from a config and stream it into the HDF5 layout of docs/design.md §8."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The simulator's transport: slots, inboxes and a serial multicast sender per agent.
 
-DESIGN §6: sending is full-duplex multicast and *serial* — one outgoing
+docs/design.md §6: sending is full-duplex multicast and *serial* — one outgoing
 transmission at a time per agent. Pushes made while a transmission is in
 flight wait in an outbox where a newer model replaces a queued one and
 queued deltas are summed; when the link frees up, everything queued leaves
