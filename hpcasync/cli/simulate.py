@@ -6,8 +6,9 @@ import argparse
 
 from tqdm import tqdm
 
-from hpcasync.cli.common import add_config_args, load_config, output_dir
+from hpcasync.cli.common import add_config_args, add_out_args, load_config, output_dir
 from hpcasync.engines.sim.runner import simulate
+from hpcasync.results import rundir
 from hpcasync.results.analysis import time_to_target
 
 
@@ -15,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run a config in the discrete-event simulator",
                        description=__doc__)
     add_config_args(p)
-    p.add_argument("--out", help="run directory (default: run.out/run.name from the config)")
+    add_out_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -23,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     out = output_dir(cfg, args.out)
+    rundir.claim(out, args.overwrite)
     total = cfg.budget.time if cfg.budget.time > 0 else None
     quiet = True if args.quiet else None  # None: tqdm shows the bar on a terminal only
     with tqdm(total=total, desc=f"{cfg.run.name} [{cfg.algorithm.name}]", unit="t", disable=quiet, leave=False,

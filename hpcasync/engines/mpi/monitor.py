@@ -25,7 +25,7 @@ from mpi4py import MPI
 
 from hpcasync.engines.evaluation import evaluate_average
 from hpcasync.engines.mpi.board import Board
-from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort
+from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort, mark_interrupted
 from hpcasync.engines.mpi.summary import print_summary, write_summary
 from hpcasync.engines.mpi.world import World
 from hpcasync.kernels import warmup
@@ -173,6 +173,7 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
         if not quiet:
             print_summary(setup, result, wall, totals)
     except BaseException as exc:
+        mark_interrupted(exc, run_writer)
         run_writer.close(complete=False)
         if abort_on_error:
             abort(comm, world.rank, exc)
