@@ -269,7 +269,7 @@ def test_ctrl_c_to_mpiexec_ends_the_job_cleanly(tmp_path: Path) -> None:
     try:
         _wait_for_rows(out, 4)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -291,7 +291,7 @@ def test_ctrl_c_to_simulate(tmp_path: Path) -> None:
             time.sleep(0.1)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -327,7 +327,7 @@ def test_sigterm_to_launch_leaves_no_orphans(tmp_path: Path) -> None:
         ranks = [p for p in _processes_mentioning(str(out)) if p != proc.pid]
         assert len(ranks) >= 5  # mpiexec and 4 ranks
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -59,7 +59,7 @@ UNSUPPORTED: dict[str, str] = {}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 #: after closing its files, how long a stopped rank waits for the others before it exits: a rank that
 #: exits early with a non-zero status makes mpiexec kill the ranks still closing theirs
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = 10.0
 
 
 class TerminatedError(BaseException):
