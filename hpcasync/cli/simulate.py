@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from tqdm import tqdm
 
@@ -30,10 +31,23 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=total, desc=f"{cfg.run.name} [{cfg.algorithm.name}]", unit="t", disable=quiet, leave=False,
               bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} time units [{elapsed}<{remaining}]",
               ) as bar:
+        interrupted: list[int] = []
+
+        def on_sigint(signum: int, frame: object) -> None:
+            interrupted.append(signum)
+            raise KeyboardInterrupt
+
         def progress(now: float) -> None:
+            # Python drops a KeyboardInterrupt raised inside a weakref/GC callback: look again here
+            if interrupted:
+                raise KeyboardInterrupt
             bar.update(now - bar.n)
 
-        sim = simulate(cfg, out, progress=progress)
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            sim = simulate(cfg, out, progress=progress)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     last = sim.evaluations[-1] if sim.evaluations else {}
     times = [e["virtual_time"] for e in sim.evaluations]
     accs = [e.get("test_accuracy", float("nan")) for e in sim.evaluations]

@@ -25,7 +25,7 @@ from mpi4py import MPI
 
 from hpcasync.engines.evaluation import evaluate_average
 from hpcasync.engines.mpi.board import Board
-from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort, mark_interrupted
+from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort, check_stop, mark_interrupted
 from hpcasync.engines.mpi.summary import print_summary, write_summary
 from hpcasync.engines.mpi.world import World
 from hpcasync.kernels import warmup
@@ -130,6 +130,7 @@ def monitor_loop(evaluator: AverageModelEvaluator, comm: MPI.Comm, clock: Callab
             next_eval += interval * max(1, math.floor((clock() - next_eval) / interval) + 1)
         if done.Test():
             break
+        check_stop()
         time.sleep(max(min(next_eval - clock(), 0.01), 0.0))
     wait_sleeping(comm.Ibarrier())  # workers published their final models
     final = evaluator.evaluate(clock)

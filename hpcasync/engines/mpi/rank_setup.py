@@ -105,16 +105,32 @@ def abort(comm: MPI.Comm, rank: int, exc: BaseException) -> None:
     os._exit(2)  # pragma: no cover - Abort does not return
 
 
+#: the signal that asked this rank to stop (empty until one arrives)
+_stop_requested: list[int] = []
+
+
 def on_stop_signal(signum: int, frame: Any) -> None:
     # once: a second signal (mpiexec forwards to the ranks and the launcher to the group) must not
     # interrupt the closing of the files
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    if _stop_requested:
+        return
+    _stop_requested.append(signum)
     raise TerminatedError(signum)
+
+
+def check_stop() -> None:
+    """Raise :class:`TerminatedError` if a stop signal arrived; called at the loops' safe points.
+
+    The handler raises at once, but Python drops an exception raised while it runs a weakref or
+    garbage-collector callback ("Exception ignored in …"): the loops look again here.
+    """
+    if _stop_requested:
+        raise TerminatedError(_stop_requested[0])
 
 
 def install_stop_handlers() -> dict[int, Any]:
     """:func:`on_stop_signal` for every STOP_SIGNALS signal (main thread only); returns the previous handlers."""
+    _stop_requested.clear()
     return {sig: signal.signal(sig, on_stop_signal) for sig in STOP_SIGNALS} if main_thread() else {}
 
 
