@@ -8,10 +8,11 @@ for the output files. After setup an error aborts the job
 (:func:`abort`).
 
 Signals. SIGTERM, SIGINT (Ctrl-C to mpiexec, which passes it to every rank)
-and SIGUSR1 (SLURM's ``--signal``) raise :class:`TerminatedError` in the
-rank's Python code, i.e. between two calls into HDF5 or MPI, never inside
-one: the rank closes its files with ``complete = False`` and ``interrupted
-= "SIGINT"`` (etc.), waits up to ``STOP_GRACE_S`` in a barrier for the other
+and SIGUSR1 (SLURM's ``--signal``) are noted by the handler and raise
+:class:`TerminatedError` at the next safe point of the rank's loop (each
+step, and every few milliseconds of its sleeps and waits): the rank closes
+its files with ``complete = False`` and ``interrupted = "SIGINT"`` (etc.),
+waits up to ``STOP_GRACE_S`` in a barrier for the other
 ranks to close theirs (mpiexec kills the remaining ranks as soon as one
 exits with a non-zero status) and exits with 128 + the signal number, with
 one line from rank 0 and no traceback. Further signals are ignored meanwhile.
@@ -110,20 +111,16 @@ _stop_requested: list[int] = []
 
 
 def on_stop_signal(signum: int, frame: Any) -> None:
-    # once: a second signal (mpiexec forwards to the ranks and the launcher to the group) must not
-    # interrupt the closing of the files
-    if _stop_requested:
-        return
-    _stop_requested.append(signum)
-    raise TerminatedError(signum)
+    # Only noted here: raising from the handler would land anywhere, also inside a weakref, GC or
+    # numba callback, where Python prints and drops the exception. The loops raise at a safe point.
+    # Once: a second signal (mpiexec forwards to the ranks, the launcher to the group) changes nothing.
+    if not _stop_requested:
+        _stop_requested.append(signum)
 
 
 def check_stop() -> None:
-    """Raise :class:`TerminatedError` if a stop signal arrived; called at the loops' safe points.
-
-    The handler raises at once, but Python drops an exception raised while it runs a weakref or
-    garbage-collector callback ("Exception ignored in …"): the loops look again here.
-    """
+    """Raise :class:`TerminatedError` if a stop signal arrived; called at the loops' safe points
+    (each step of a worker, its sleeps and waits, the monitor's loop)."""
     if _stop_requested:
         raise TerminatedError(_stop_requested[0])
 
