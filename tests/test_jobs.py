@@ -11,6 +11,12 @@ from hpcasync.cli.main import main
 from tests.conftest import make_config
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hpcasync jobscript` creates the job's log directory in the current directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "c.toml"

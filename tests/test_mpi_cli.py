@@ -185,12 +185,15 @@ def test_threads_per_rank() -> None:
 
 
 def test_rank_count_message() -> None:
-    assert needed_ranks_message("c.toml", 9, 9, True) is None
+    assert needed_ranks_message("c.toml", 9, 9, False) is None
     assert needed_ranks_message("c.toml", 9, 10, True) is None
     assert needed_ranks_message("c.toml", 9, 10, False) == \
         "c.toml needs 9 ranks (one per agent; mpi.monitor = false); got 10"
-    assert needed_ranks_message("c.toml", 9, 4, True) == \
-        "c.toml needs 9 ranks (one per agent) or 10 (agents + monitor); got 4"
+    monitor_rule = "c.toml needs 10 ranks with mpi.monitor = true (9 agents + 1 monitor), or 9 with " \
+        "--set mpi.monitor=false; got {}"
+    assert needed_ranks_message("c.toml", 9, 4, True) == monitor_rule.format(4)
+    # n ranks with the monitor on used to run without it, silently
+    assert needed_ranks_message("c.toml", 9, 9, True) == monitor_rule.format(9)
 
 
 def test_launch_dry_run(tmp_path: Path) -> None:
@@ -270,14 +273,14 @@ def test_run_matches_the_simulator(tmp_path: Path) -> None:
 
 
 @needs_mpiexec
-@pytest.mark.parametrize("ranks", [3, 6])
+@pytest.mark.parametrize("ranks", [3, 4, 6])
 def test_wrong_rank_count(tmp_path: Path, ranks: int) -> None:
     cfg = write_config(tmp_path / "c.toml")
     out = mpirun(ranks, str(cfg), "--out", str(tmp_path / "o"), timeout=60)
     assert out.returncode == 2, out.stderr
     lines = error_lines(out.stderr)
-    assert lines == [f"hpcasync run: error: {cfg} needs 4 ranks (one per agent) or 5 (agents + monitor); "
-                     f"got {ranks}"], out.stderr
+    assert lines == [f"hpcasync run: error: {cfg} needs 5 ranks with mpi.monitor = true (4 agents + 1 monitor), "
+                     f"or 4 with --set mpi.monitor=false; got {ranks}"], out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -142,7 +142,7 @@ def test_render_name():
     ('[sweep]\n"run.name" = ["a"]', "", r"key 'run.name': set by the sweep"),
     ('[sweep]\n"algorithm.name" = ["adsgd", "nope"]', "",
      r"run \(algorithm.name='nope'\): config field algorithm.name"),
-    ('[sweep]\n"algorithm.alpha" = [0.1, -1]', "", r"algorithm.alpha=-1.*expected a step size > 0"),
+    ('[sweep]\n"algorithm.alpha" = [0.1, -1]', "", r"algorithm.alpha=-1.*expected > 0, got -1.0"),
     ('[[sweep.zip]]\n"delays.case" = [1, 2]\n"run.seed" = [1]', "", r"\[\[sweep.zip\]\] #1: lists differ in length"),
     ('[sweep]\n"delays.case" = [1]\n[[sweep.zip]]\n"delays.case" = [2]', "", "appears on two axes"),
     ('[sweep]\n"delays.case" = [1, 2]', 'name = "fixed"', "get the same name 'fixed'"),

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from hpcasync.cli.common import add_config_args, load_config, output_dir
-from hpcasync.errors import require
+from hpcasync.errors import UserError, require
 from hpcasync.jobs import SCHEDULERS, JobSpec, render, write
 
 
@@ -42,9 +42,16 @@ def run(args: argparse.Namespace) -> int:
                    time=args.time, partition=args.partition, account=args.account,
                    env_setup=args.env_setup, python=args.python, overrides=args.overrides)
     text = render(cfg, args.config, str(output_dir(cfg, args.out)), spec)
+    # The scheduler opens the job's log file before the script runs and does not create its directory
+    # (relative to the submission directory, normally this one): without it the log is lost.
+    log_dir = Path(spec.log_dir)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"log directory {log_dir}: cannot be created ({exc.strerror or exc})") from None
     if args.output:
         write(Path(args.output), text)
-        print(f"wrote {args.output}")
+        print(f"wrote {args.output} (job logs go to {log_dir}/ of the directory it is submitted from)")
     else:
         print(text, end="")
     return 0

@@ -14,15 +14,18 @@ exit status returned.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from hpcasync.cli.common import add_config_args, load_config
+from hpcasync.cli.common import add_config_args, add_out_args, load_config, output_dir
 from hpcasync.errors import UserError
+from hpcasync.results import rundir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("-n", "--ranks", type=int, metavar="N",
                    help="number of ranks (default: agents, + 1 with mpi.monitor = true)")
-    p.add_argument("--out", help="run directory (default: run.out/run.name from the config)")
+    add_out_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the command without running it")
     return p
 
@@ -55,8 +58,10 @@ def build_command(args: argparse.Namespace, launcher: str, ranks: int) -> list[s
     cmd = head + [sys.executable, "-m", "hpcasync", "run", args.config]
     for text in args.overrides:
         cmd += ["--set", text]
-    if args.out:
+    if args.out is not None:
         cmd += ["--out", args.out]
+    if getattr(args, "overwrite", False):
+        cmd += ["--overwrite"]
     return cmd
 
 
@@ -65,11 +70,51 @@ def run(args: argparse.Namespace) -> int:
     ranks = args.ranks if args.ranks is not None else cfg.topology.n + (1 if cfg.mpi.monitor else 0)
     if ranks < 1:
         raise UserError(f"-n {ranks}: expected at least 1 rank")
+    out = output_dir(cfg, args.out)
     cmd = build_command(args, cfg.mpi.launcher, ranks)
+    if not args.dry_run and not args.overwrite:  # one line before any rank starts (`run` checks again)
+        rundir.check_unused(out)
     print(shlex.join(cmd), flush=True)
     if args.dry_run:
         return 0
+    return call_forwarding_signals(cmd)
+
+
+#: what a user, a scheduler (SIGTERM at the time limit, SIGUSR1 with ``--signal``) or a terminal sends
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
+
+
+def call_forwarding_signals(cmd: list[str]) -> int:
+    """Run ``cmd`` in its own process group, forward FORWARDED signals to that group, wait for it.
+
+    The launcher is the group leader of mpiexec/srun and, with MPICH's hydra, of the proxies and
+    ranks it forks: a SIGTERM to ``hpcasync launch`` reaches all of them and launch returns only
+    once mpiexec has ended, so it never leaves orphans. Ctrl-C on a terminal reaches the group
+    through the forwarding too (the child is not in the terminal's foreground group).
+    """
     try:
-        return subprocess.call(cmd)
+        proc = subprocess.Popen(cmd, start_new_session=True)
     except FileNotFoundError as exc:
         raise UserError(f"{cmd[0]}: cannot be started ({exc.strerror or exc})") from None
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        while True:
+            try:
+                rc = proc.wait()
+                break
+            except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by forward() above
+                continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        print(f"hpcasync launch: forwarded {signal.Signals(received[0]).name} to {cmd[0]}; it ended with "
+              f"status {rc}", file=sys.stderr, flush=True)
+    return rc if rc >= 0 else 128 - rc

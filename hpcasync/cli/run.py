@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpcasync.cli.common import add_config_args, load_config, output_dir
+from hpcasync.cli.common import add_config_args, add_out_args, load_config, output_dir
 from hpcasync.errors import EXIT_USER_ERROR, UserError
 
 
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="one rank of an MPI run (start with mpiexec/srun, or use `launch`)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
-    p.add_argument("--out", help="run directory (default: run.out/run.name from the config)")
+    add_out_args(p)
     p.add_argument("--quiet", action="store_true", help="no summary line at the end")
     return p
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
     from hpcasync import threads
-    from hpcasync.engines.mpi.runner import run_rank
+    from hpcasync.engines.mpi.runner import TerminatedError, run_rank
     from hpcasync.engines.mpi.world import SetupError, agree, describe
 
     comm = MPI.COMM_WORLD
@@ -52,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args)
         out = output_dir(cfg, args.out)
+        # Every rank checks (one message, no rank named); with --overwrite rank 0 alone removes the old
+        # run, before agree() below lets any rank create a file.
+        from hpcasync.results import rundir
+
+        rundir.claim(out, args.overwrite, clears=rank == 0)
     except UserError as exc:
         error = describe(exc)
     try:
@@ -60,4 +65,8 @@ def run(args: argparse.Namespace) -> int:
         run_rank(cfg, out, comm, source=args.config, threads=n_threads, quiet=args.quiet)
     except SetupError as exc:
         return _fail(rank, str(exc))
+    except TerminatedError as exc:  # outside the loop (setup, or the end of run)
+        if rank == 0:
+            print(f"hpcasync run: interrupted by {exc}", file=sys.stderr, flush=True)
+        return 128 + exc.signum
     return 0

@@ -108,7 +108,9 @@ def _load_split(directory: Path, images_key: str, labels_key: str) -> tuple[np.n
     require(len(images) == len(labels),
             f"data.dir {directory}: {img_path.name} holds {len(images)} images but "
             f"{lab_path.name} holds {len(labels)} labels")
-    top = int(labels.max()) if len(labels) else 0
+    require(len(images) > 0, f"MNIST file {img_path}: holds no images (expected at least one)")
+    require(images.ndim == 3, f"MNIST file {img_path}: holds {_describe(images.shape)}, expected N images of HxW")
+    top = int(labels.max())
     require(top <= 9, f"MNIST file {lab_path}: label {top} out of range, expected 0..9")
     X = images.reshape(len(images), -1).astype(np.float64)
     X /= 255.0
@@ -125,7 +127,6 @@ def load_mnist(directory: str | Path) -> Dataset:
     require(X_train.shape[1] == X_test.shape[1],
             f"data.dir {directory}: train images have {X_train.shape[1]} pixels, "
             f"test images {X_test.shape[1]}")
-    require(len(X_train) > 0, f"MNIST file {find_file(directory, FILES['train_images'])}: holds no images")
     return Dataset("mnist", X_train, y_train, X_test, y_test, num_classes=10)
 
 

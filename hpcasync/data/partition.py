@@ -81,6 +81,8 @@ def k_classes(y: np.ndarray, n: int, k: int, seed: int) -> list[np.ndarray]:
     _check_count(y, n, "k-classes")
     require(k >= 1, f"config field data.classes_per_agent: expected >= 1, got {k}")
     classes, inverse = np.unique(y, return_inverse=True)
+    require(k <= len(classes),
+            f"config field data.classes_per_agent: expected at most the {len(classes)} classes of the data, got {k}")
     n_shards = n * k
     require(n_shards >= len(classes),
             f"config field data.classes_per_agent: {n} agents x {k} classes = {n_shards} shards "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ import numpy as np
 
 from hpcasync.errors import UserError
 from hpcasync.results.schema import COMMITTED, Column
+
+#: HDF5 format bounds of every file written: the 1.10 format (superblock v3, the oldest with SWMR), so
+#: HDF5 1.10's own tools (h5dump, h5ls) read the files; "latest" wrote a bool attribute they cannot open
+LIBVER = ("v110", "v110")
 
 # How long close() and the flushes of keep_open=False writers retry while a
 # reader in another process holds the HDF5 file lock (readers hold it briefly).
@@ -50,11 +55,15 @@ def is_lock_error(exc: OSError) -> bool:
 
 def open_h5(path: Path, mode: str, *, timeout: float = LOCK_TIMEOUT_S, **kwargs: Any) -> h5py.File:
     """``h5py.File(path, mode, **kwargs)``, retrying with backoff while another process holds its lock."""
+    return _retry_locked(lambda: h5py.File(path, mode, **kwargs), timeout)
+
+
+def _retry_locked(opener: Callable[[], h5py.File], timeout: float) -> h5py.File:
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
         try:
-            return h5py.File(path, mode, **kwargs)
+            return opener()
         except OSError as exc:
             if not is_lock_error(exc) or time.monotonic() >= deadline:
                 raise
@@ -62,11 +71,44 @@ def open_h5(path: Path, mode: str, *, timeout: float = LOCK_TIMEOUT_S, **kwargs:
         delay = min(2 * delay, 0.2)
 
 
+def open_swmr_write(path: Path, *, timeout: float = LOCK_TIMEOUT_S) -> h5py.File:
+    """``path`` opened read-write in SWMR mode by one ``H5Fopen``: never plainly open for writing.
+
+    (A plain ``r+`` open followed by ``swmr_mode = True`` leaves a moment in which a killed writer
+    leaves a file that opens neither with ``swmr=True`` nor plainly.)
+    """
+    def opener() -> h5py.File:
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
+        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
+        return h5py.File(fid)
+
+    return _retry_locked(opener, timeout)
+
+
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is built before :func:`publish` renames it into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def create_file(path: Path) -> h5py.File:
+    """A new file at :func:`temporary_path` of ``path``; :func:`publish` moves it into place."""
     try:
-        return h5py.File(path, "w", libver="latest")
+        return h5py.File(temporary_path(path), "w", libver=LIBVER)
     except OSError as exc:
         raise UserError(f"output file {path}: cannot be created ({exc})") from exc
+
+
+def publish(f: h5py.File, path: Path, swmr: bool) -> h5py.File | None:
+    """Close the fully built temporary file, rename it to ``path``; reopen it for SWMR writing if ``swmr``.
+
+    So a file under its real name is at every moment closed or open for SWMR writing, both of which
+    a reader opens.
+    """
+    tmp = Path(f.filename)
+    f.close()
+    os.replace(tmp, path)
+    return open_swmr_write(path) if swmr else None
 
 
 def attr_value(value: Any) -> Any:

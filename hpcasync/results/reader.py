@@ -22,6 +22,7 @@ import numpy as np
 
 from hpcasync.errors import UserError
 from hpcasync.results import schema
+from hpcasync.results.h5check import BrokenFileError, check_file, open_error
 from hpcasync.results.h5io import open_h5
 from hpcasync.results.schema import COMMITTED, EVALUATIONS, UPDATES, Column
 
@@ -75,6 +76,10 @@ def read_agent_file(path: Path, rank: int) -> dict[str, Any]:
     if not path.exists():
         return _empty_agent(rank, MISSING, f"{path.name} does not exist")
     try:
+        check_file(path)  # a truncated file would hang h5py's SWMR reader
+    except (BrokenFileError, OSError) as exc:
+        return _empty_agent(rank, UNREADABLE, f"{path.name}: {exc}")
+    try:
         with open_h5(path, "r", swmr=True, timeout=READ_LOCK_TIMEOUT_S) as f:
             agent: dict[str, Any] = _read_columns(f.get(schema.UPDATES_GROUP), UPDATES)
             attrs = _attrs(f)
@@ -83,7 +88,7 @@ def read_agent_file(path: Path, rank: int) -> dict[str, Any]:
                 timings = {k: float(ds[()]) for k, ds in f[schema.TIMINGS_GROUP].items()}
             final = f[schema.FINAL_MODEL][()] if schema.FINAL_MODEL in f else None
     except (OSError, KeyError, ValueError) as exc:
-        return _empty_agent(rank, UNREADABLE, f"{path.name}: {exc}")
+        return _empty_agent(rank, UNREADABLE, f"{path.name}: {open_error(exc)}")
     complete = bool(attrs.get("complete", False))
     agent.update(rank=rank, status=COMPLETE if complete else PARTIAL,
                  error=None if complete else f"{path.name} was not closed cleanly",
@@ -172,6 +177,11 @@ class Run:
 
         return updates_frame([self.updates(r) for r in range(self.n_agents)], list(range(self.n_agents)))
 
+    def agent_problems(self) -> list[str]:
+        """One line per agent file that is missing or unreadable (why), empty when all can be read."""
+        return [f"agent {a['rank']} {a['status']}: {a['error']}" for a in self.agents()
+                if a["status"] in (MISSING, UNREADABLE)]
+
 
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / schema.RUN_FILENAME).is_file()
@@ -193,10 +203,13 @@ def open_run(path: str | Path) -> Run:
     if not run_file.is_file():
         raise UserError(f"run directory {path}: not a run (no {schema.RUN_FILENAME} in it)")
     try:
+        check_file(run_file)  # a truncated file would hang h5py's SWMR reader
         with open_h5(run_file, "r", swmr=True, timeout=READ_LOCK_TIMEOUT_S) as f:
             return _read_run(path, f)
-    except (OSError, KeyError) as exc:
-        raise UserError(f"run file {run_file}: cannot be read ({exc})") from exc
+    except BrokenFileError as exc:
+        raise UserError(f"run file {run_file}: cannot be read: {exc}") from None
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"run file {run_file}: cannot be read ({open_error(exc)})") from None
 
 
 def _read_run(path: Path, f: h5py.File) -> Run:

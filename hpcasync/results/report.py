@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,11 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: flo
             raise ValueError(f"time_key must be one of {sorted(TIME_ALIASES)}, got {time_key!r}")
         time_key = TIME_ALIASES[time_key]
     runs = [open_run(p) for p in find_runs(list(run_dirs))]
+    problems = {str(r.path): r.agent_problems() for r in runs}
+    problems = {k: v for k, v in problems.items() if v}
+    for run_path, lines in problems.items():  # the tables leave these agents out: say so
+        for line in lines:
+            print(f"hpcasync report: warning: run {run_path}: {line}", file=sys.stderr, flush=True)
     out = ensure_output_dir(Path(out_dir))
     if time_key is None:
         time_key = default_time_key([r.engine for r in runs])
@@ -135,7 +141,8 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: flo
     if echo:
         print(pivot if pivot is not None and len(table) > 30 else markdown, end="")
     return {"table": table, "markdown": markdown, "files": files, "target": target, "time_key": time_key,
-            "staleness": stale, "scaling": scaling, "time_to_target_markdown": pivot}
+            "staleness": stale, "scaling": scaling, "time_to_target_markdown": pivot,
+            "agent_problems": problems}
 
 
 # --------------------------------------------------------------------------- groups (sweeps)

@@ -2,9 +2,17 @@
 
 SWMR and the ``complete`` flag
 ------------------------------
-Every file is created with ``libver="latest"``; all groups, datasets and
-attributes are created first, then the file enters SWMR-write mode and from
-then on only appends rows (resize + write + flush). The HDF5 SWMR rules forbid
+Every file is written in the HDF5 1.10 format (``h5io.LIBVER``: superblock
+v3, the oldest with SWMR), so HDF5 1.10's own tools (``h5dump``, ``h5ls``)
+read it; ``libver="latest"`` wrote a bool attribute those tools cannot open.
+A file is created under a temporary name (``.rank-00003.h5.tmp``), all its
+groups, datasets and attributes are written, it is closed and renamed into
+place, and only then reopened, in SWMR-write mode in a single ``H5Fopen``
+(``h5io.open_swmr_write``): so a file under its real name is at every moment
+either closed or open for SWMR writing, both of which a reader opens
+(setting ``swmr_mode`` after a plain ``r+`` open left a window in which a
+killed writer left a file that opened neither way). From then on the writer
+only appends rows (resize + write + flush). The HDF5 SWMR rules forbid
 creating or modifying attributes and objects in SWMR mode (h5py 3.16 / HDF5
 2.0 happen not to refuse, but readers may then see an inconsistent header), so
 everything that is only known at the end — ``complete``, ``finished``,
@@ -39,6 +47,7 @@ from hpcasync import __version__
 from hpcasync.errors import UserError
 from hpcasync.results import schema
 from hpcasync.results.h5io import (
+    LIBVER,
     LOCK_TIMEOUT_S,
     append_rows,
     create_columns,
@@ -46,6 +55,8 @@ from hpcasync.results.h5io import (
     ensure_output_dir,
     now_iso,
     open_h5,
+    open_swmr_write,
+    publish,
     set_attrs,
 )
 from hpcasync.results.provenance import software_versions
@@ -97,6 +108,7 @@ class AgentWriter:
         self._written = 0
         self._timings: dict[str, float] = {}
         self._final_model: np.ndarray | None = None
+        self._final_attrs: dict[str, Any] = {}
         self._closed = False
         # Small chunks: the simulator's 1024 agents each allocate at least one chunk per column.
         chunk = int(chunk_rows or min(self._capacity, 512))
@@ -108,14 +120,10 @@ class AgentWriter:
                            "algorithm": attrs.pop("algorithm", ""), "complete": False,
                            "created": now_iso(), "hpcasync_version": __version__, **attrs})
             create_columns(f.create_group(schema.UPDATES_GROUP), UPDATES, chunk)
-            if keep_open:
-                f.swmr_mode = True
         except BaseException:
             f.close()
             raise
-        self._file: h5py.File | None = f if keep_open else None
-        if not keep_open:
-            f.close()
+        self._file: h5py.File | None = publish(f, path, swmr=keep_open)
 
     # -- hot path ------------------------------------------------------------------------------
     def append(self, wall_time: float, virtual_time: float, iteration: int, loss: float, grad_norm: float,
@@ -139,8 +147,7 @@ class AgentWriter:
             f = self._file
             self._written = append_rows(f, f[schema.UPDATES_GROUP], UPDATES, self._written, rows)
         else:
-            with open_h5(self.path, "r+", libver="latest") as f:
-                f.swmr_mode = True
+            with open_swmr_write(self.path) as f:
                 self._written = append_rows(f, f[schema.UPDATES_GROUP], UPDATES, self._written, rows)
         self._n = 0
 
@@ -161,6 +168,10 @@ class AgentWriter:
         Units follow the name: ``*_s`` seconds (wall), ``*_units`` delay time units. Written by ``close()``.
         """
         self._timings.update({k: float(v) for k, v in values.items()})
+
+    def set_final_attrs(self, **attrs: Any) -> None:
+        """Root attributes written by ``close()`` (e.g. ``interrupted = "SIGINT"``)."""
+        self._final_attrs.update(attrs)
 
     def write_final_model(self, x: np.ndarray) -> None:
         """This agent's final model (copied now, written by ``close()`` to ``/final/model``)."""
@@ -183,7 +194,7 @@ class AgentWriter:
 
     def _finalize(self, complete: bool) -> None:
         try:
-            f = open_h5(self.path, "r+", libver="latest")
+            f = open_h5(self.path, "r+", libver=LIBVER)
         except OSError as exc:
             # Rows are safe on disk; only the end-of-run attributes are lost. Never crash a rank here.
             warnings.warn(f"{self.path}: could not reopen to mark it complete ({exc})", stacklevel=3)
@@ -199,6 +210,7 @@ class AgentWriter:
                 if schema.FINAL_MODEL in f:
                     del f[schema.FINAL_MODEL]
                 f.create_dataset(schema.FINAL_MODEL, data=self._final_model).attrs["units"] = "1"
+            set_attrs(f, self._final_attrs)
             f.attrs["finished"] = now_iso()
             f.attrs["complete"] = bool(complete)
 
@@ -238,6 +250,7 @@ class RunWriter:
                             "choose another run name or remove it")
         self.n_agents = int(n_agents)
         self._summary: dict[str, Any] = {}
+        self._final_attrs: dict[str, Any] = {}
         self._written = 0
         self._closed = False
 
@@ -259,11 +272,10 @@ class RunWriter:
             for rank in range(self.n_agents):
                 # Relative name: the run directory can be moved or copied as a whole.
                 agents[schema.agent_link_name(rank)] = h5py.ExternalLink(schema.agent_filename(rank), "/")
-            f.swmr_mode = True
         except BaseException:
             f.close()
             raise
-        self._file: h5py.File | None = f
+        self._file: h5py.File | None = publish(f, self.path, swmr=True)
         self._row = np.empty(1, dtype=schema.row_dtype(EVALUATIONS))
 
     def append_eval(self, *, wall_time: float, gradients: int, virtual_time: float = np.nan,
@@ -284,6 +296,10 @@ class RunWriter:
             raise RuntimeError("set_summary() on a closed RunWriter")
         self._summary.update(attrs)
 
+    def set_final_attrs(self, **attrs: Any) -> None:
+        """Root attributes written by ``close()`` (e.g. ``interrupted = "SIGINT"``)."""
+        self._final_attrs.update(attrs)
+
     def flush(self) -> None:
         """Flush run.h5 (evaluations are already flushed as they are appended)."""
         if self._file is not None:
@@ -298,12 +314,13 @@ class RunWriter:
             self._file.close()
             self._file = None
         try:
-            f = open_h5(self.path, "r+", libver="latest")
+            f = open_h5(self.path, "r+", libver=LIBVER)
         except OSError as exc:
             warnings.warn(f"{self.path}: could not reopen to mark it complete ({exc})", stacklevel=2)
             return
         with f:
             set_attrs(f[schema.SUMMARY_GROUP], self._summary)
+            set_attrs(f, self._final_attrs)
             f.attrs["finished"] = now_iso()
             f.attrs["complete"] = bool(complete)
 

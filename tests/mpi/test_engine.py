@@ -232,7 +232,7 @@ def test_monitor_evaluates_the_average_model(out_dir: Path) -> None:
 def test_wrong_rank_count_raises_everywhere(out_dir: Path) -> None:
     comm = MPI.COMM_WORLD
     cfg = _config(comm.size + 3, mpi={"monitor": True})
-    with pytest.raises(SetupError, match=rf"needs {comm.size + 3} ranks .* or {comm.size + 4} .*got {comm.size}"):
+    with pytest.raises(SetupError, match=rf"needs {comm.size + 4} ranks .* or {comm.size + 3} .*got {comm.size}"):
         run_rank(cfg, out_dir, comm, source="x.toml")
 
 

@@ -26,7 +26,7 @@ from mpi4py import MPI
 from hpcasync.engines.evaluation import evaluate_average
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
-from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort
+from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort, check_stop, mark_interrupted
 from hpcasync.engines.mpi.summary import print_summary, write_summary
 from hpcasync.engines.mpi.world import World
 from hpcasync.kernels import warmup
@@ -131,6 +131,7 @@ def monitor_loop(evaluator: AverageModelEvaluator, comm: MPI.Comm, clock: Callab
             next_eval += interval * max(1, math.floor((clock() - next_eval) / interval) + 1)
         if done.Test():
             break
+        check_stop()
         with progress_mod.computing():  # no MPI call: the progress thread may poll meanwhile
             time.sleep(max(min(next_eval - clock(), 0.01), 0.0))
     wait_sleeping(comm.Ibarrier())  # workers published their final models
@@ -177,6 +178,7 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
             print_summary(setup, result, wall, totals)
     except BaseException as exc:
         progress_mod.stop(progress)
+        mark_interrupted(exc, run_writer)
         run_writer.close(complete=False)
         if abort_on_error:
             abort(comm, world.rank, exc)

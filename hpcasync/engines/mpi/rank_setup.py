@@ -6,14 +6,26 @@ rank and agrees on errors (:func:`world.agree`), so that a setup error on
 one rank raises the same :class:`SetupError` on all, then does the same
 for the output files. After setup an error aborts the job
 (:func:`abort`).
+
+Signals. SIGTERM, SIGINT (Ctrl-C to mpiexec, which passes it to every rank)
+and SIGUSR1 (SLURM's ``--signal``) are noted by the handler and raise
+:class:`TerminatedError` at the next safe point of the rank's loop (each
+step, and every few milliseconds of its sleeps and waits): the rank closes
+its files with ``complete = False`` and ``interrupted = "SIGINT"`` (etc.),
+waits up to ``STOP_GRACE_S`` in a barrier for the other
+ranks to close theirs (mpiexec kills the remaining ranks as soon as one
+exits with a non-zero status) and exits with 128 + the signal number, with
+one line from rank 0 and no traceback. Further signals are ignored meanwhile.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +52,20 @@ from hpcasync.results.writer import (
     software_versions,
 )
 
+#: signals that end a run cleanly: the launcher/scheduler (SIGTERM, SIGUSR1 of SLURM's --signal), Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+#: after closing its files, how long a stopped rank waits for the others before it exits: a rank that
+#: exits early with a non-zero status makes mpiexec kill the ranks still closing theirs
+STOP_GRACE_S = 10.0
 
-class TerminatedError(Exception):
-    """SIGTERM arrived (the launcher is ending the job)."""
+
+class TerminatedError(BaseException):
+    """A STOP_SIGNALS signal arrived (launcher, scheduler or Ctrl-C). Not an ``Exception``: no
+    ``except Exception`` on the way may turn it into an ordinary error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -65,7 +88,13 @@ class RankResult:
 def abort(comm: MPI.Comm, rank: int, exc: BaseException) -> None:
     """Print this rank's error and end the whole job (never returns)."""
     if isinstance(exc, TerminatedError):
-        os._exit(143)
+        # files are closed (complete = false, interrupted = signal): wait briefly for the other ranks to
+        # close theirs, then leave with 128 + signal like a process the signal ended, without a traceback
+        wait_request(comm.Ibarrier(), timeout=STOP_GRACE_S)
+        if rank == 0:
+            print(f"hpcasync run: interrupted by {exc}; files closed, marked complete = false",
+                  file=sys.stderr, flush=True)
+        os._exit(128 + exc.signum)
     if not isinstance(exc, UserError):
         traceback.print_exception(exc, file=sys.stderr)
     print(f"hpcasync run: error: rank {rank}: {describe(exc)}", file=sys.stderr, flush=True)
@@ -73,8 +102,49 @@ def abort(comm: MPI.Comm, rank: int, exc: BaseException) -> None:
     os._exit(2)  # pragma: no cover - Abort does not return
 
 
-def on_sigterm(signum: int, frame: Any) -> None:
-    raise TerminatedError()
+#: the signal that asked this rank to stop (empty until one arrives)
+_stop_requested: list[int] = []
+
+
+def on_stop_signal(signum: int, frame: Any) -> None:
+    # Only noted here: raising from the handler would land anywhere, also inside a weakref, GC or
+    # numba callback, where Python prints and drops the exception. The loops raise at a safe point.
+    # Once: a second signal (mpiexec forwards to the ranks, the launcher to the group) changes nothing.
+    if not _stop_requested:
+        _stop_requested.append(signum)
+
+
+def check_stop() -> None:
+    """Raise :class:`TerminatedError` if a stop signal arrived; called at the loops' safe points
+    (each step of a worker, its sleeps and waits, the monitor's loop)."""
+    if _stop_requested:
+        raise TerminatedError(_stop_requested[0])
+
+
+def install_stop_handlers() -> dict[int, Any]:
+    """:func:`on_stop_signal` for every STOP_SIGNALS signal (main thread only); returns the previous handlers."""
+    _stop_requested.clear()
+    return {sig: signal.signal(sig, on_stop_signal) for sig in STOP_SIGNALS} if main_thread() else {}
+
+
+def mark_interrupted(exc: BaseException, *writers: AgentWriter | RunWriter | None) -> None:
+    """Record the signal in the files of a rank a signal stopped (written when they are closed)."""
+    if isinstance(exc, TerminatedError):
+        for w in writers:
+            if w is not None:
+                w.set_final_attrs(interrupted=str(exc))
+
+
+def wait_request(req: MPI.Request, timeout: float = math.inf) -> bool:
+    """Complete ``req`` with Test and growing sleeps; False if ``timeout`` seconds passed first."""
+    sleep = 2e-5
+    deadline = time.monotonic() + timeout
+    while not req.Test():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(sleep)
+        sleep = min(2 * sleep, 1e-3)
+    return True
 
 
 class RunSetup:

@@ -66,9 +66,10 @@ from hpcasync.engines.mpi.rank_setup import (
     RunSetup,
     TerminatedError,
     abort,
-    main_thread,
-    on_sigterm,
+    install_stop_handlers,
+    mark_interrupted,
     prepare,
+    wait_request,
 )
 from hpcasync.engines.mpi.summary import final_without_monitor
 from hpcasync.engines.mpi.transport import MpiTransport
@@ -96,25 +97,25 @@ def run_rank(cfg: Config, out_dir: str | Path, comm: MPI.Comm | None = None, *, 
     message = needed_ranks_message(source, n, size, cfg.mpi.monitor)
     if message is not None:
         raise SetupError(message, [])
-    world = make_world(comm, n)
+    previous = install_stop_handlers()  # from here on: a signal stops this rank cleanly
     try:
-        return _run(cfg, out, world, threads, abort_on_error, quiet)
+        world = make_world(comm, n)
+        try:
+            return _run(cfg, out, world, threads, abort_on_error, quiet)
+        finally:
+            world.free()
     finally:
-        world.free()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(cfg: Config, out: Path, world: World, threads: int, abort_on_error: bool, quiet: bool) -> RankResult:
     setup, hosts, writer, run_writer = prepare(cfg, world, out, threads)
     result = RankResult(rank=world.rank, role="monitor" if world.is_monitor else "worker", n=world.n, out_dir=out)
-    old_handler = signal.signal(signal.SIGTERM, on_sigterm) if main_thread() else None
-    try:
-        if world.is_monitor:
-            run_monitor(setup, world, run_writer, result, hosts, abort_on_error, quiet)
-        else:
-            _worker(setup, world, writer, run_writer, result, hosts, threads, abort_on_error, quiet)
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+    if world.is_monitor:
+        run_monitor(setup, world, run_writer, result, hosts, abort_on_error, quiet)
+    else:
+        _worker(setup, world, writer, run_writer, result, hosts, threads, abort_on_error, quiet)
     return result
 
 
@@ -178,6 +179,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         complete = True
     except BaseException as exc:
         progress_mod.stop(progress)
+        mark_interrupted(exc, writer, run_writer)
         close_writers((writer, run_writer), complete=False)
         if abort_on_error:
             abort(comm, rank, exc)
@@ -204,10 +206,7 @@ def _warmup(setup: RunSetup) -> None:
 
 
 def _wait_all(req: MPI.Request) -> None:
-    sleep = 2e-5
-    while not req.Test():
-        time.sleep(sleep)
-        sleep = min(2 * sleep, 1e-3)
+    wait_request(req)
 
 
 __all__ = ["RankResult", "SetupError", "TerminatedError", "run_rank"]

@@ -19,6 +19,7 @@ from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
 from hpcasync.engines.mpi.rank_setup import RunSetup
+from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
 from hpcasync.engines.mpi.transport import NEVER, MpiTransport
 from hpcasync.engines.mpi.world import World
 from hpcasync.results.writer import AgentWriter
@@ -115,6 +116,7 @@ class Worker:
         """Sleep until ``until`` landing outbox transmissions on time; True if the budget ran out."""
         outbox = self.t.outbox
         while True:
+            check_stop_signal()
             if self.pair_passive:
                 self.t.progress()  # serve peers' locks on this agent's model
             now = self.now()
@@ -169,6 +171,7 @@ class Worker:
         start = self.now()
         sleep = 2e-5
         while not MPI.Request.Testall(reqs):
+            check_stop_signal()
             time.sleep(sleep)
             sleep = min(2 * sleep, MAX_WAIT_SLEEP_S)
         self.idle_s += self.now() - start
@@ -271,6 +274,7 @@ class Worker:
         value: Any = None
         try:
             while True:
+                check_stop_signal()
                 t_step = time.perf_counter()
                 comm0 = self.t.comm_s
                 op = self._send(gen, value)

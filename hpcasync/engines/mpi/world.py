@@ -1,7 +1,7 @@
 """Rank layout of an MPI run and the agreement on setup errors (docs/design.md §1 ``engines/mpi``).
 
 Ranks ``0..n-1`` are the agents (workers) of the communication graph, in
-graph order. With ``mpi.monitor = true`` the job may have one more rank,
+graph order. With ``mpi.monitor = true`` the job has one more rank,
 ``n``: the monitor, which evaluates the average model (``monitor.py``). Any
 other size is refused before any communication: every rank knows the size
 and the config, so every rank can decide alone, and rank 0 alone prints.
@@ -31,11 +31,16 @@ class SetupError(UserError):
 
 
 def needed_ranks_message(source: str, n: int, size: int, monitor: bool) -> str | None:
-    """The one-line rank-count error, or None when ``size`` ranks fit ``n`` agents."""
-    if size == n or (monitor and size == n + 1):
+    """The one-line rank-count error, or None when ``size`` ranks fit ``n`` agents.
+
+    The rule: ``mpi.monitor = true`` needs exactly n + 1 ranks, ``false`` exactly n. (n ranks with the
+    monitor on used to run without it, silently: the user asked for live evaluations and got two.)
+    """
+    if size == (n + 1 if monitor else n):
         return None
     if monitor:
-        need = f"needs {n} ranks (one per agent) or {n + 1} (agents + monitor)"
+        need = (f"needs {n + 1} ranks with mpi.monitor = true ({n} agents + 1 monitor), "
+                f"or {n} with --set mpi.monitor=false")
     else:
         need = f"needs {n} ranks (one per agent; mpi.monitor = false)"
     return f"{source} {need}; got {size}"

@@ -107,6 +107,11 @@ def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | Non
         run.set_summary(virtual_time=sim.now, gradients=sim.gradients, events=sim.events,
                         wall_s=sim.wall())
         complete = True
+    except KeyboardInterrupt:  # Ctrl-C: the files say so, as an interrupted MPI run's do
+        for w in [*writers, run]:
+            if w is not None:
+                w.set_final_attrs(interrupted="SIGINT")
+        raise
     finally:
         close_writers([*writers, run], complete=complete)
     return sim
