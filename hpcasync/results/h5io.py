@@ -70,8 +70,14 @@ def create_file(path: Path) -> h5py.File:
 
 
 def attr_value(value: Any) -> Any:
-    """Something HDF5 can store as an attribute; None means: do not store."""
-    if value is None or isinstance(value, str | bool | int | float | np.generic | np.ndarray):
+    """Something HDF5 can store as an attribute; None means: do not store.
+
+    NUL characters are dropped from strings: HDF5 variable-length strings cannot hold them, and
+    Open MPI's ``MPI.Get_library_version()`` ends in one.
+    """
+    if isinstance(value, str):
+        return value.replace("\0", "")
+    if value is None or isinstance(value, bool | int | float | np.generic | np.ndarray):
         return value
     if isinstance(value, list | tuple):
         return np.asarray(value)
