@@ -29,9 +29,10 @@ Both windows stay in one ``Lock_all(MODE_NOCHECK)`` epoch from construction
 to :meth:`PairWindow.free`; every operation is completed with ``Flush``
 (docs/design.md §5, :mod:`epoch`). There are no MPI exclusive locks (``Win.Lock`` /
 ``Win.Unlock``): their grant and release are served by the target's progress
-engine, which made each exchange wait for the peer to enter MPI, and under
-Open MPI 4.1's osc rdma (btl vader) the sequence exclusive lock + unlock +
-``Iprobe`` crashed in ``Win_unlock``. The words are accessed only with
+engine, which made each exchange wait for the peer to enter MPI. (Open MPI
+4.1.4's osc rdma over btl vader crashes in its emulated atomics either way:
+in ``Win_unlock`` before, in ``Compare_and_swap`` now; use ``--mca osc sm``
+there.) The words are accessed only with
 atomics (``Compare_and_swap``), by the owner too; the model only with
 ``Get``/``Put`` by a peer holding LOCK, or with loads and stores by the
 owner holding LOCK.
