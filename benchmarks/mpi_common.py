@@ -81,9 +81,12 @@ def run_config(raw: dict[str, dict[str, Any]], work: Path, ranks: int | None = N
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor(),
                             "cpus": os.cpu_count(), "python": platform.python_version()}
+    # the library mpi4py loads (MPICH, Open MPI, a vendor MPI), read without initialising MPI
+    code = "import mpi4py; mpi4py.rc.initialize = False; from mpi4py import MPI; print(MPI.Get_library_version())"
     try:
-        out = subprocess.run([str(BIN / "mpichversion")], capture_output=True, text=True, timeout=10)
-        info["mpi"] = out.stdout.splitlines()[0].strip() if out.stdout else ""
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        lines = out.stdout.replace("\0", "").strip().splitlines()
+        info["mpi"] = lines[0].strip() if lines else ""
     except (OSError, subprocess.SubprocessError):
         pass
     return info

@@ -97,6 +97,20 @@ def test_schema_names():
 # --------------------------------------------------------------------------- round trips
 
 
+def test_version_strings_with_nul_are_stored(tmp_path):
+    """Open MPI's MPI.Get_library_version() ends in a NUL, which HDF5 strings cannot hold."""
+    ompi = "Open MPI v5.0.11, package: Open MPI user@localhost Distribution, ident: 5.0.11\n\0"
+    versions = software_versions(ompi)
+    assert versions["mpi_library"] == "Open MPI v5.0.11, package: Open MPI user@localhost Distribution, ident: 5.0.11"
+    A, W = ring(2)
+    versions["other"] = "a\0b"  # NULs anywhere in any stored string
+    with RunWriter(tmp_path / "r", config_toml="", engine="mpi", n_agents=2, adjacency=A, weights=W,
+                   versions=versions) as run:
+        run.close(complete=True)
+    run = open_run(tmp_path / "r")
+    assert run.versions["mpi_library"] == versions["mpi_library"] and run.versions["other"] == "ab"
+
+
 def test_round_trip_simulator_style(tmp_path):
     out = tmp_path / "sim-run"
     n = 12

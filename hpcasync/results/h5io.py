@@ -112,8 +112,14 @@ def publish(f: h5py.File, path: Path, swmr: bool) -> h5py.File | None:
 
 
 def attr_value(value: Any) -> Any:
-    """Something HDF5 can store as an attribute; None means: do not store."""
-    if value is None or isinstance(value, str | bool | int | float | np.generic | np.ndarray):
+    """Something HDF5 can store as an attribute; None means: do not store.
+
+    NUL characters are dropped from strings: HDF5 variable-length strings cannot hold them, and
+    Open MPI's ``MPI.Get_library_version()`` ends in one.
+    """
+    if isinstance(value, str):
+        return value.replace("\0", "")
+    if value is None or isinstance(value, bool | int | float | np.generic | np.ndarray):
         return value
     if isinstance(value, list | tuple):
         return np.asarray(value)

@@ -1,4 +1,4 @@
-"""AD-PSGD on the MPI engine: atomic pairwise averaging through per-operation locks (engines/mpi/pairs.py).
+"""AD-PSGD on the MPI engine: atomic pairwise averaging under CAS-taken lock words (engines/mpi/pairs.py).
 
 Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi -q``. Averaging
 preserves Σ_i x_i exactly (up to rounding), so after a run

@@ -1,6 +1,7 @@
-"""AD-PSGD's atomic pairwise averaging on MPI: a window of live models with per-operation locks.
+"""AD-PSGD's atomic pairwise averaging on MPI: a window of live models guarded by lock words.
 
-docs/design.md §3 ``pair_average(j, v)``: "exclusive lock on j's window, get, put".
+docs/design.md §5.3 (Lian et al. 2018, Alg. 1: the average of x_i and x_j is atomic; here the
+exclusion is a lock word taken by compare-and-swap, not an MPI exclusive lock).
 
 Model window. Each worker owns, in one ``MPI.Win.Allocate`` window
 (displacement unit 8 bytes), its live model and a few int64 words::
@@ -18,53 +19,72 @@ to fold in the averages that arrived meanwhile, while the shared model costs
 one copy per step (the snapshot below) and keeps the window the single
 truth, so no average can be lost between two copies.
 
-Locks. This window is *not* in a long ``Lock_all`` epoch (unlike
-:mod:`windows` and :mod:`board`): atomicity comes from passive-target
-exclusive locks, one per operation.
+Control window. A second, tiny window holds two int64 words per rank::
 
+    disp 0   RESERVED: 0, or r+1 while active agent r has reserved this agent
+    disp 1   LOCK:     0, or r+1 while rank r (a peer, or the owner) holds
+                       this agent's model
+
+Both windows stay in one ``Lock_all(MODE_NOCHECK)`` epoch from construction
+to :meth:`PairWindow.free`; every operation is completed with ``Flush``
+(docs/design.md §5, :mod:`epoch`). There are no MPI exclusive locks (``Win.Lock`` /
+``Win.Unlock``): their grant and release are served by the target's progress
+engine, which made each exchange wait for the peer to enter MPI. (Open MPI
+4.1.4's osc rdma over btl vader crashes in its emulated atomics either way:
+in ``Win_unlock`` before, in ``Compare_and_swap`` now; use ``--mca osc sm``
+there.) The words are accessed only with
+atomics (``Compare_and_swap``), by the owner too; the model only with
+``Get``/``Put`` by a peer holding LOCK, or with loads and stores by the
+owner holding LOCK.
+
+* take(j, LOCK): ``Compare_and_swap`` LOCK_j 0 → i+1, ``Flush(j)``; if the
+  old value was not 0 another rank holds it: sleep (20 µs, doubling, capped
+  at 200 µs: no busy spin) and retry. give(j, LOCK): ``Compare_and_swap``
+  LOCK_j i+1 → 0, ``Flush(j)`` (it was this rank's: checked).
 * An *active* agent i averaging with neighbour j (:meth:`average`):
-  ``Lock(j, EXCLUSIVE)``; ``Get`` x_j and j's ITER; ``Flush(j)``;
+  take(j, LOCK); ``Get`` x_j and j's ITER, ``Flush(j)``;
   v ← (v + x_j)/2; ``Put`` v into x_j and i's update count into j's word
-  for i; ``Unlock(j)``. Both ends get the same bits, so Σ x changes only by
+  for i, ``Flush(j)`` (complete at j before the lock is given back);
+  give(j, LOCK). Both ends get the same bits, so Σ x changes only by
   rounding (exact halving of one rounded sum).
 * A *passive* agent changes its own x (x ← x − α·g, in the algorithm's step)
-  only between :meth:`lock_own` and :meth:`unlock_own` (``Lock(self,
-  EXCLUSIVE)``), so no average is interleaved with its update. In the same
-  region it copies x into :attr:`snapshot` (the gradient is computed there
-  while peers go on averaging into x) and publishes its update count.
+  only between :meth:`lock_own` (take(self, LOCK), then ``Win.Sync`` so its
+  loads see the peers' completed puts) and :meth:`unlock_own` (``Win.Sync``
+  so peers' gets see its stores, then give(self, LOCK)), so no average is
+  interleaved with its update. In the same region it copies x into
+  :attr:`snapshot` (the gradient is computed there while peers go on
+  averaging into x) and publishes its update count.
 * An active agent's own x is never accessed by another rank, so it updates
   it without a lock.
 
-No deadlock: an active rank locks only passive neighbours, a passive rank
-locks only itself, and no rank holds two locks at once (the bipartition,
-``engines/build.py: active_side``, is checked here). Every lock is released
-in a ``finally``.
+No deadlock: a rank holds at most one LOCK at a time and never waits for a
+LOCK while holding one; an active rank takes only passive neighbours' LOCKs,
+a passive rank only its own (the bipartition, ``engines/build.py:
+active_side``, is checked here, so two agents never pick each other). The
+RESERVED word below is taken before, never while holding, a LOCK. Every word
+taken is given back in a ``finally`` (and by :meth:`free`).
 
 Injected transfer time (``hold``). The simulator keeps both ends of an
 exchange busy for a round trip (one communication delay of each end,
 request then response), then averages with the peer's
 model of that moment; the peer goes on computing meanwhile and other
-exchanges with it wait. Holding j's lock for the delay would also stop j's
-own steps, so instead i first *reserves* j: a compare-and-swap 0 → i+1 on
-j's word in a second, tiny window that stays in one ``Lock_all`` epoch (like
-:mod:`board`: truly one-sided, it never waits for j). It retries with short
-sleeps while another agent holds the reservation ("waiting while j is
-busy"), sleeps out the delay holding no lock, does the locked exchange above
-and clears the reservation.
+exchanges with it wait. Holding j's LOCK for the delay would also stop j's
+own steps, so instead i first *reserves* j: take(j, RESERVED), retrying with
+the same backoff while another agent holds the reservation ("waiting while j
+is busy"), sleeps out the delay holding no LOCK, does the exchange above
+and gives the reservation back.
 
-Progress. With MPICH (ch4, shared memory) granting and releasing a lock on
-j are done by j's progress engine: a lock or an unlock waits until j enters
-MPI (measured: ≈ 0.9 s while j computed 1 s without calling MPI; the
-Get/Put themselves are direct copies, ~50 µs at d = 650). So a passive
-agent must call MPI often while it does not compute: :meth:`progress` (an
-``Iprobe``) is called by the runner's padding loop every ``PAIR_POLL_S``,
-and the lock/unlock of each own step make progress too. An active agent
-thus waits at most for the rest of one real gradient computation of its
-peer, or the poll interval while the peer pads.
+Progress. The words and the model are reached with one-sided atomics and
+copies that, on shared memory (MPICH ch4, Open MPI osc sm and rdma over
+vader), the origin completes alone. Components that emulate them with
+messages (Open MPI osc rdma over btl tcp, osc ucx/pt2pt) need the target to
+enter MPI: the passive agent calls :meth:`progress` (an ``Iprobe``) while it
+pads, every ``PAIR_POLL_S`` of the runner, and its own take/give enter MPI
+on every step.
 
 Both windows are freed by :meth:`free` (collective, idempotent, also when
-the constructor fails after allocating); a lock still held (an exception
-inside an exchange) is released first.
+the constructor fails after allocating); a word still held (an exception
+inside an exchange) is given back first.
 """
 
 from __future__ import annotations
@@ -84,9 +104,11 @@ _D = MPI.DOUBLE
 _I = MPI.INT64_T
 #: tag of the progress-only Iprobe (matches nothing: no rank sends point-to-point on this communicator)
 PROGRESS_TAG = 0x7AD
-#: sleeps of an active agent while its peer is reserved by another (growing, capped)
+#: sleeps while a word is held by another rank (growing, capped)
 _BUSY_BACKOFF_S = 2e-5
 _BUSY_BACKOFF_MAX_S = 2e-4
+#: displacements of the two words of the control window
+RESERVED, LOCK = 0, 1
 
 
 class PairWindow(Epoch):
@@ -129,38 +151,36 @@ class PairWindow(Epoch):
         self.bytes_sent = 0
         self.messages_sent = 0
         self.exchanges = 0
-        self.exchange_s = 0.0  # wall time of the locked exchanges, Lock(j) to Unlock(j) (lock wait included)
+        self.exchange_s = 0.0  # wall time of the exchanges, take(j, LOCK) to give (waiting included)
         self.exchange_max_s = 0.0
-        self.lock_wait_s = 0.0  # of which: waiting in Lock(j)
+        self.lock_wait_s = 0.0  # of which: taking j's LOCK
         self.busy_wait_s = 0.0  # with a hold: waiting while the peer was reserved by another agent
         self.busy_retries = 0  # reservation attempts that found the peer busy
+        self.lock_retries = 0  # LOCK attempts that found the model held (by its owner or a peer)
         self.own_locks = 0
-        self.own_lock_s = 0.0  # passive: waiting for Lock(self) (an exchange in progress)
+        self.own_lock_s = 0.0  # passive: taking its own LOCK (waiting for an exchange in progress)
         self._buf = np.empty(self.dim if self.active else 0, np.float64)
         self._peer_iter = np.zeros(1, np.int64)
         self._word = np.zeros(1, np.int64)  # this agent's update count, put into the peer's slot
         self._mark = np.array([self.rank + 1], np.int64)  # a reservation by this rank
         self._zero = np.zeros(1, np.int64)
         self._seen = np.zeros(1, np.int64)
-        self._held: int | None = None  # rank whose lock this rank holds
+        self._held: int | None = None  # rank whose LOCK this rank holds
         self._win: MPI.Win | None = None
         self._rwin: MPI.Win | None = None
 
         def initialise() -> None:
-            # the live models are locked per exchange, not held in a long epoch (see the module docstring)
-            self._win, mem = self.allocate((self.dim + 1 + deg) * WORD, np.uint8, epoch=False,
-                                           relaxed_ordering=False)
-            self._rwin, rmem = self.allocate(WORD, np.int64, relaxed_ordering=False)
+            # both windows live in a long Lock_all epoch; the LOCK word guards the model (module docstring)
+            self._win, mem = self.allocate((self.dim + 1 + deg) * WORD, np.uint8, relaxed_ordering=False)
+            self._rwin, rmem = self.allocate(2 * WORD, np.int64, relaxed_ordering=False)
             #: the live model x_i (window memory)
             self.x = np.frombuffer(mem, np.float64, count=self.dim)
             self._words = np.frombuffer(mem, np.int64, offset=self.dim * WORD, count=1 + deg)
             #: x_i as of the end of the last own step (passive side: what the gradient is computed at)
             self.snapshot = np.array(x0, np.float64) if not self.active else self.x
-            self._win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
             self.x[:] = np.asarray(x0, np.float64)
             self._words[:] = 0
-            self._win.Unlock(self.rank)  # completes the local stores before anybody may lock
-            rmem[:] = 0
+            rmem[:] = 0  # open_epochs (in build) publishes these stores before anybody may access
 
         self.build(initialise)
 
@@ -178,7 +198,7 @@ class PairWindow(Epoch):
         """x_i, x_j ← (v + x_j)/2 atomically; ``v`` (this rank's x) is updated in place.
 
         ``iteration`` is this agent's update count (recorded at j for its
-        staleness). Waits while j's lock is held (j stepping, or another
+        staleness). Waits while j's LOCK is held (j stepping, or another
         exchange with j). ``hold()``, if given, is an injected transfer time:
         j is reserved first (waiting while another agent has reserved it),
         ``hold`` runs holding no lock, and the average is taken afterwards
@@ -219,11 +239,9 @@ class PairWindow(Epoch):
 
     def _exchange(self, win: MPI.Win, j: int, v: np.ndarray, iteration: int) -> None:
         d = self.dim
-        t0 = self.clock()
-        win.Lock(j, MPI.LOCK_EXCLUSIVE)
+        self.lock_wait_s += self._take(j, LOCK)
         self._held = j
         try:
-            self.lock_wait_s += self.clock() - t0
             win.Get([self._buf, d, _D], j, target=(0, d, _D))
             win.Get([self._peer_iter, 1, _I], j, target=(d, 1, _I))
             win.Flush(j)
@@ -232,43 +250,57 @@ class PairWindow(Epoch):
             self._word[0] = iteration
             win.Put([v, d, _D], j, target=(0, d, _D))
             win.Put([self._word, 1, _I], j, target=(d + 1 + self._slot_at[j], 1, _I))
+            win.Flush(j)  # complete at j before the lock word says it is free
         finally:
             self._held = None
-            win.Unlock(j)
+            self._give(j, LOCK)
 
-    def _reserve(self, j: int) -> None:
-        """Compare-and-swap j's reservation word 0 → rank+1, retrying with short sleeps while taken."""
+    def _take(self, j: int, word: int) -> float:
+        """Compare-and-swap j's ``word`` 0 → rank+1, sleeping between tries while it is taken.
+
+        Returns the seconds spent (waiting included)."""
         rwin = self._rwin
         assert rwin is not None
         t0 = self.clock()
         sleep = _BUSY_BACKOFF_S
         while True:
-            rwin.Compare_and_swap([self._mark, 1, _I], [self._zero, 1, _I], [self._seen, 1, _I], j, 0)
+            rwin.Compare_and_swap([self._mark, 1, _I], [self._zero, 1, _I], [self._seen, 1, _I], j, word)
             rwin.Flush(j)
             if self._seen[0] == 0:
-                break
-            self.busy_retries += 1
+                return self.clock() - t0
+            if word == RESERVED:
+                self.busy_retries += 1
+            else:
+                self.lock_retries += 1
             time.sleep(sleep)
             sleep = min(2 * sleep, _BUSY_BACKOFF_MAX_S)
-        self.busy_wait_s += self.clock() - t0
 
-    def _release(self, j: int) -> None:
+    def _give(self, j: int, word: int) -> None:
         rwin = self._rwin
         assert rwin is not None
-        rwin.Compare_and_swap([self._zero, 1, _I], [self._mark, 1, _I], [self._seen, 1, _I], j, 0)
+        rwin.Compare_and_swap([self._zero, 1, _I], [self._mark, 1, _I], [self._seen, 1, _I], j, word)
         rwin.Flush(j)
+        if self._seen[0] != self._mark[0]:
+            raise RuntimeError(f"rank {self.rank}: word {word} of rank {j} was {self._seen[0]}, "
+                               f"not this rank's mark {self._mark[0]}")
+
+    def _reserve(self, j: int) -> None:
+        """Take j's reservation ("waiting while j is busy" with another agent)."""
+        self.busy_wait_s += self._take(j, RESERVED)
+
+    def _release(self, j: int) -> None:
+        self._give(j, RESERVED)
 
     # -- passive side --------------------------------------------------------------------
     def lock_own(self) -> None:
-        """Take the exclusive lock on this rank's own window (waits for an exchange in progress)."""
+        """Take the LOCK word of this rank's own model (waits for an exchange in progress)."""
         win = self._check_open()
         if self.active:
             return  # nobody else touches an active agent's x
-        t0 = self.clock()
-        win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
+        self.own_lock_s += self._take(self.rank, LOCK)
         self._held = self.rank
         self.own_locks += 1
-        self.own_lock_s += self.clock() - t0
+        win.Sync()  # this rank's loads see the peers' completed puts
 
     def own_step_done(self, iteration: int) -> None:
         """Within :meth:`lock_own`: snapshot x, publish the update count, read the neighbours' counts."""
@@ -283,29 +315,29 @@ class PairWindow(Epoch):
         if self.active or self._held != self.rank:
             return
         win = self._check_open()
+        win.Sync()  # peers' gets see this rank's stores
         self._held = None
-        win.Unlock(self.rank)
+        self._give(self.rank, LOCK)
 
     def progress(self) -> None:
-        """Let MPI serve the lock requests of peers (passive ranks call it while they pad)."""
+        """Let MPI serve peers' operations on this rank's windows (passive ranks call it while they pad)."""
         if self._win is not None:
             self.comm.Iprobe(MPI.ANY_SOURCE, PROGRESS_TAG)
 
     # -- teardown ------------------------------------------------------------------------
     def free(self) -> None:
-        """Release a lock still held, close the epoch and free both windows (collective). Idempotent.
+        """Give back a LOCK still held, close the epochs and free both windows (collective). Idempotent.
 
         ``x`` becomes a private copy of the final model, so it stays valid.
         """
-        win = self._win
-        self._win = self._rwin = None
         first: BaseException | None = None
-        if win is not None and self._held is not None:
+        if self._rwin is not None and self._held is not None and self._locked:
             try:
-                win.Unlock(self._held)
+                self._give(self._held, LOCK)
             except BaseException as exc:
                 first = exc
-            self._held = None
+        self._held = None
+        self._win = self._rwin = None
         if hasattr(self, "x"):
             self.x = np.array(self.x)
             self._words = np.array(self._words)

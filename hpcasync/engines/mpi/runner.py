@@ -12,7 +12,7 @@ perform each blocking op at once:
   communicator;
 * ``Barrier``: ``Ibarrier``;
 * ``PairAverage`` (AD-PSGD): :meth:`MpiTransport.perform_pair_average`,
-  exclusive lock on the peer's live model, get, average, put (``pairs.py``);
+  take the peer's LOCK word (compare-and-swap), get, average, put (``pairs.py``);
   with a delay model the active agent first reserves the peer (other agents
   wait while it is busy), waits a round trip, ``delays.comm(rank)`` + one
   sample of the peer's distribution (``delays.comm_from``), × ``time_unit``,

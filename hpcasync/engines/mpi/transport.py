@@ -27,7 +27,7 @@ Non-blocking calls (what the asynchronous algorithms use):
   later) from a copy of x taken before the kernel — one model copied per
   update instead of one per neighbour.
 * ``pair_average(j, v)`` (AD-PSGD) → :meth:`perform_pair_average`, called
-  by the runner: exclusive lock on j's window of live models, get, average,
+  by the runner: take j's LOCK word (compare-and-swap), get, average,
   put (:class:`~hpcasync.engines.mpi.pairs.PairWindow`, built when the runner
   passes ``pair_model``: the window then *is* the agent's x).
 * ``push_delta(j, c·Δ)`` → outbox → :meth:`DeltaAccumulator.accumulate`.
@@ -311,7 +311,7 @@ class MpiTransport(Transport):
         self.comm_s += self.clock() - t0 - held
 
     def lock_own_model(self) -> None:
-        """Passive AD-PSGD agent: exclusive lock on its own live model before changing it."""
+        """Passive AD-PSGD agent: take the LOCK word of its own live model before changing it."""
         if self.pairs is not None:
             t0 = self.clock()
             self.pairs.lock_own()
