@@ -13,6 +13,10 @@ A sweep file is TOML::
     "algorithm.name" = ["adsgd", "dsgd"]
     delays.case = [1, 2, 3, 4, 5]          # unquoted dotted keys work too
 
+    # seeds are an axis like any other: run.seed sets the initial model, the data partition,
+    # the sampling and every delay. Put {run.seed} in the name (names must be unique).
+    "run.seed" = [0, 7, 13]
+
     # optional: fields that vary together (one axis, equal-length lists)
     [[sweep.zip]]
     "topology.n" = [4, 9]
@@ -24,7 +28,7 @@ A sweep file is TOML::
     "topology.n" = [1, 3]
 
     [sweep.options]
-    name = "{algorithm.name}-case{delays.case}"   # run directory name; {key} or {key:spec}
+    name = "{algorithm.name}-case{delays.case}-seed{run.seed}"   # run directory name; {key} or {key:spec}
     out = "runs/zhou-pu-2025/grid"                     # parent of the run directories (relative to cwd)
     jobs = 2                                      # runs at a time
     engine = "sim"                                # sim (in-process) | mpi (`hpcasync launch`, a subprocess)
@@ -39,6 +43,14 @@ A sweep file is TOML::
     xmax = 20000                                  # cut the curves' time axis
     time = "virtual"                              # virtual | wall
     loss_target = 0.6                             # scaling: also time to training loss <= 0.6
+
+Seeds. Runs that differ only in ``run.seed`` (every other setting equal) are
+replicates of one setting: the report aggregates them (mean ± standard
+deviation in the tables, a ± std band around the mean curve, time to target
+as mean ± std with "k/m reached"; :mod:`hpcasync.results.replicates`). There
+is no separate ``seeds`` option on purpose: an axis already says it, combines
+with ``zip`` / ``exclude`` / ``--only`` like the others, and keeps one seed per
+run directory.
 
 Every expanded config is validated (fields and graph) before any run starts,
 so a typo fails at once. A run whose ``run.h5`` says ``complete = True`` and

@@ -42,6 +42,7 @@ from hpcasync.results.metrics import (
     total_gradients,
 )
 from hpcasync.results.reader import Run
+from hpcasync.results.replicates import seed_of
 
 __all__ = [
     "NON_SETTING_SECTIONS", "SCALING_COLUMNS", "SCALING_KEYS", "SHORT_NAMES",
@@ -106,7 +107,8 @@ def summary_table(runs: Sequence[Run], target: float | None = None,
     ``adsgd-delta``) with the same setting — every config field outside
     [algorithm], [run], [eval], [budget] and [mpi] equal, so the same case,
     ρ, topology… — measured on the same time axis; None when either never
-    reached the target or there is no such run. ``setting`` names the fields
+    reached the target or there is no such run. With several seeds the
+    reference has the run's own ``run.seed``. ``setting`` names the fields
     besides the algorithm and the case that differ between the runs
     (``"data.rho=0.5"``); among several ADSGD runs of a setting (a β sweep) the
     reference is the one with the default algorithm fields. ``time_key`` None
@@ -119,7 +121,8 @@ def summary_table(runs: Sequence[Run], target: float | None = None,
     all_varying = varying_settings(runs)
     varying = [k for k in all_varying if not k.startswith("algorithm.") and k != "delays.case"]
     variants = [k for k in all_varying if k.startswith("algorithm.") and k != "algorithm.name"]
-    keys = [comparison_key(run) for run in runs]
+    # Ratios pair runs of the same seed: with several seeds per setting each is its own sample.
+    keys = [(comparison_key(run), seed_of(run)) for run in runs]
     unusual = [_unusual(run) for run in runs]
     for row, run in zip(rows, runs, strict=True):
         row["setting"] = setting_label(run, varying)

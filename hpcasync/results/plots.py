@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image
 
-from hpcasync.results import schema
+from hpcasync.results import replicates, schema
 from hpcasync.results.analysis import reference_algorithms, resolve_time_key
 from hpcasync.results.reader import Run
 
@@ -85,12 +85,21 @@ def _axis_label(keys: set[str]) -> str:
 
 def _draw_curves(ax: Any, runs: Sequence[Run], key: str, time_key: str | None, styles: Sequence[dict[str, Any]],
                  labels: Sequence[str], xmax: float | None) -> tuple[int, set[str]]:
-    """One line per run on ``ax``; returns (lines drawn, time axes used)."""
+    """One line per run on ``ax``; runs sharing a label and an axis (seeds of one setting) are one line,
+    their mean, in a band of ± one standard deviation. Returns (lines drawn, time axes used)."""
     keys = {resolve_time_key(run, time_key) for run in runs}
+    lines: dict[tuple[str, str], list[int]] = {}
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        lines.setdefault((label, resolve_time_key(run, time_key)), []).append(i)
     plotted = 0
-    for run, style, label in zip(runs, styles, labels, strict=True):
-        tk = resolve_time_key(run, time_key)
-        t, y = run.evaluations[tk], run.evaluations[key].astype(np.float64)
+    for (label, tk), members in lines.items():
+        if len(members) > 1:
+            t, y, spread = replicates.mean_curve([runs[i] for i in members], key, tk, xmax)
+            label += f" (mean ± std, {len(members)} seeds)"
+        else:
+            run = runs[members[0]]
+            t, y = run.evaluations[tk], run.evaluations[key].astype(np.float64)
+            spread = None
         ok = np.isfinite(t) & np.isfinite(y)
         if key.endswith("loss"):
             ok &= y > 0
@@ -100,11 +109,17 @@ def _draw_curves(ax: Any, runs: Sequence[Run], key: str, time_key: str | None, s
             continue
         if len(keys) > 1:
             label += " [virtual]" if tk == "virtual_time" else " [wall s]"
-        t, y = t[ok], y[ok]
-        if t.size > MAX_POINTS:
-            keep = np.unique(np.linspace(0, t.size - 1, MAX_POINTS).astype(int))
-            t, y = t[keep], y[keep]
-        ax.plot(t, y, label=label, linewidth=1.2, **style)
+        keep = np.flatnonzero(ok)
+        if keep.size > MAX_POINTS:
+            keep = keep[np.unique(np.linspace(0, keep.size - 1, MAX_POINTS).astype(int))]
+        style = styles[members[0]]
+        ax.plot(t[keep], y[keep], label=label, linewidth=1.2, **style)
+        if spread is not None:
+            low = y[keep] - spread[keep]
+            if key.endswith("loss"):
+                low = np.maximum(low, y[keep] * 1e-3)  # a log axis cannot show values <= 0
+            ax.fill_between(t[keep], low, y[keep] + spread[keep], color=style.get("color"), alpha=0.2,
+                            linewidth=0)
         plotted += 1
     if key.endswith("loss") and plotted:
         ax.set_yscale("log")
@@ -184,7 +199,8 @@ def plot_curve_panels(panels: Sequence[tuple[str, Sequence[Run]]], key: str, out
             ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
         for line in ax.get_lines():
             if not line.get_label().startswith("_"):
-                handles.setdefault(line.get_label(), line)
+                # keyed by series: a mean over seeds is labelled "series (mean ± std, m seeds)"
+                handles.setdefault(line.get_label().split(" (mean ± std")[0], line)
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].set_axis_off()
     for ax in axes[-1]:
@@ -199,8 +215,9 @@ def plot_curve_panels(panels: Sequence[tuple[str, Sequence[Run]]], key: str, out
         where = axes[-1][-1] if spare else axes[0][-1]
         extra = {"loc": "center"} if spare else {"fontsize": "x-small"}
         if target is not None:
-            handles[f"target {target:g}"] = Line2D([], [], color="black", linewidth=0.8, linestyle="--")
-        where.legend(list(handles.values()), list(handles), **extra)
+            handles[f"target {target:g}"] = Line2D([], [], color="black", linewidth=0.8, linestyle="--",
+                                                        label=f"target {target:g}")
+        where.legend(list(handles.values()), [h.get_label() for h in handles.values()], **extra)
     return _save(fig, out_png, dpi=100)
 
 
@@ -247,8 +264,14 @@ def _draw_bars(ax: Any, table: Sequence[dict[str, Any]], colors: dict[str, str],
                 if ref_missed:
                     ax.text(x, 1.0, f"t={r['time_to_target']:.3g}", ha="center", va="bottom", fontsize=6)
             else:
-                ax.bar(x, r["ratio_to_adsgd"], width=0.8, color=colors[series], label=label)
-                ax.text(x, r["ratio_to_adsgd"], f"{r['ratio_to_adsgd']:.2f}", ha="center", va="bottom",
+                ratio, spread = r["ratio_to_adsgd"], r.get("ratio_std", float("nan"))
+                ax.bar(x, ratio, width=0.8, color=colors[series], label=label)
+                text = f"{ratio:.2f}"
+                if np.isfinite(spread):  # mean over seeds: ± one standard deviation
+                    ax.errorbar(x, ratio, yerr=spread, color="black", linewidth=0.8, capsize=2)
+                if "n_seeds" in r and r["reached"] < r["n_seeds"]:
+                    text += f"\n{r['reached']}/{r['n_seeds']}"
+                ax.text(x, ratio + (spread if np.isfinite(spread) else 0.0), text, ha="center", va="bottom",
                         fontsize=7)
             x += 1.0
         ticks.append((start + x - 1.0) / 2)

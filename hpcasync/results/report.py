@@ -6,6 +6,10 @@ For a sweep over delay cases and/or other settings (ρ, …): per setting
 loss_SLUG.png / accuracy_SLUG.png (one panel per case), time_to_target_SLUG.png,
 cases/{loss,accuracy}_caseC_SLUG.png (one figure per case and setting), and
 time_to_target.md/csv (algorithm × case, time and ratio to ADSGD).
+With several seeds per setting (runs that differ only in ``run.seed``, see
+:mod:`.replicates`): seeds.md/csv (one row per setting, mean ± std and
+"k/m reached"); the pivot tables, bars and per-setting curves aggregate the
+seeds (mean ± std, a shaded ± std band); table.md/csv stay one row per run.
 For runs that differ in topology.n: scaling.png, scaling.md/csv,
 scaling_loss.png, scaling_accuracy.png.
 """
@@ -19,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpcasync.results import analysis, plots
+from hpcasync.results import analysis, plots, replicates
 from hpcasync.results.reader import find_runs, open_run
 from hpcasync.results.writer import ensure_output_dir
 
@@ -114,26 +118,33 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: flo
         target = analysis.default_target(runs)
     table = analysis.summary_table(runs, target, time_key, smooth)
     markdown = markdown_table(table)
+    # Seeds of one setting are one row / bar / line from here on: mean ± std, "k/m reached".
+    seeds = replicates.aggregate_table(table, runs) if replicates.has_replicates(runs) else None
+    per_setting = seeds if seeds is not None else table
     settings = sorted(dict.fromkeys(r["setting"] for r in table), key=_setting_order)
-    by_setting = [(s, [r for r in table if r["setting"] == s]) for s in settings]
+    by_setting = [(s, [r for r in per_setting if r["setting"] == s]) for s in settings]
     files = {
         "loss": plots.plot_curves(runs, "train_loss", out / "loss.png", time_key, xmax=xmax),
         "accuracy": plots.plot_curves(runs, "test_accuracy", out / "accuracy.png", time_key, target, xmax=xmax),
         "time_to_target": plots.plot_time_to_target_panels(by_setting, out / "time_to_target.png")
-        if len(by_setting) > 1 else plots.plot_time_to_target_bars(table, out / "time_to_target.png"),
+        if len(by_setting) > 1 else plots.plot_time_to_target_bars(per_setting, out / "time_to_target.png"),
         "csv": write_csv(table, out / "table.csv"),
     }
     files["markdown"] = _write_text(out / "table.md", markdown)
     stale = analysis.staleness_table(runs, time_key)
     files["staleness_csv"] = _write_rows(stale, analysis.STALENESS_COLUMNS, out / "staleness.csv")
-    files["staleness"] = _write_text(out / "staleness.md", staleness_markdown(stale))
+    files["staleness"] = _write_text(out / "staleness.md", staleness_markdown(
+        stale if seeds is None else replicates.aggregate_staleness(stale, runs)))
+    if seeds is not None:
+        files["seeds_csv"] = _write_rows(seeds, replicates.AGGREGATE_COLUMNS, out / "seeds.csv")
+        files["seeds"] = _write_text(out / "seeds.md", replicates.aggregate_markdown(seeds, smooth))
     pivot = None
     groups = _figure_groups(runs)
     if groups is not None:
-        pivot = time_to_target_markdown(table, smooth)
+        pivot = time_to_target_markdown(per_setting, smooth)
         files["time_to_target_md"] = _write_text(out / "time_to_target.md", pivot)
-        files["time_to_target_wide"] = write_wide_csv(table, out / "time_to_target.csv")
-        files.update(_group_figures(groups, table, out, time_key, target, xmax))
+        files["time_to_target_wide"] = write_wide_csv(per_setting, out / "time_to_target.csv")
+        files.update(_group_figures(groups, per_setting, out, time_key, target, xmax))
     scaling = None
     if "topology.n" in analysis.varying_settings(runs):
         scaling = analysis.scaling_table(runs, target, time_key, smooth, loss_target)
@@ -142,7 +153,7 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: flo
         print(pivot if pivot is not None and len(table) > 30 else markdown, end="")
     return {"table": table, "markdown": markdown, "files": files, "target": target, "time_key": time_key,
             "staleness": stale, "scaling": scaling, "time_to_target_markdown": pivot,
-            "agent_problems": problems}
+            "agent_problems": problems, "seeds": seeds}
 
 
 # --------------------------------------------------------------------------- groups (sweeps)
@@ -191,7 +202,8 @@ def _group_figures(groups: list[tuple[str, str, list[Any]]], table: Sequence[dic
     files: dict[str, Path] = {}
     per_case = out / "cases"
     per_case.mkdir(exist_ok=True)
-    names = {r["name"]: r for r in table}
+    # a row per run, or per setting with several seeds (its "names" lists its runs)
+    names = {name: r for r in table for name in str(r.get("names") or r["name"]).split(" ")}
     variants = analysis.algorithm_variants([r for _, _, members in groups for r in members])
 
     def series(run: Any) -> str:
@@ -209,7 +221,7 @@ def _group_figures(groups: list[tuple[str, str, list[Any]]], table: Sequence[dic
         files[f"accuracy_{slug}"] = plots.plot_curve_panels(
             panels, "test_accuracy", out / f"accuracy_{slug}.png", time_key, target,
             title=f"test accuracy{suffix}", xmax=xmax, series=series)
-        rows = [names[r.name] for r in members if r.name in names]
+        rows = list({id(names[r.name]): names[r.name] for r in members if r.name in names}.values())
         files[f"time_to_target_{slug}"] = plots.plot_time_to_target_bars(
             rows, out / f"time_to_target_{slug}.png", title=label or None)
         for case, runs in panels:
@@ -286,6 +298,9 @@ def time_to_target_markdown(table: Sequence[dict[str, Any]], smooth: int = 1) ->
     how = f"; accuracy averaged over {smooth} consecutive evaluations" if smooth > 1 else ""
     lines = [f"Time to {target:g} test accuracy (ratio to ADSGD in brackets, (–) where ADSGD did not reach "
              f"it; 'not reached (0.xxx)' gives the best accuracy reached{how}).", ""]
+    if table and "n_seeds" in table[0]:
+        lines[0] = lines[0][:-2] + "). " + replicates.SEEDS_NOTE
+        lines.append("")
     cases = _cases_of(table)
     for setting in sorted(dict.fromkeys(r["setting"] for r in table), key=_setting_order):
         rows = [r for r in table if r["setting"] == setting]
@@ -301,7 +316,9 @@ def time_to_target_markdown(table: Sequence[dict[str, Any]], smooth: int = 1) ->
                     cells.append("")
                     continue
                 r = hit[0]
-                if r["time_to_target"] is None:
+                if "n_seeds" in r:
+                    cells.append(replicates.aggregate_cell(r))
+                elif r["time_to_target"] is None:
                     best = r["best_test_accuracy"]
                     cells.append(f"not reached ({best:.3f})" if not math.isnan(best) else "not reached")
                 else:
@@ -312,12 +329,19 @@ def time_to_target_markdown(table: Sequence[dict[str, Any]], smooth: int = 1) ->
     return "\n".join(lines)
 
 
+_WIDE = ("time_to_target", "ratio_to_adsgd", "best_test_accuracy")
+_WIDE_SEEDS = ("time_to_target_mean", "time_to_target_std", "reached", "n_seeds", "ratio_to_adsgd_mean",
+               "ratio_to_adsgd_std", "best_test_accuracy_mean", "best_test_accuracy_std")
+
+
 def write_wide_csv(table: Sequence[dict[str, Any]], path: Path) -> Path:
-    """One row per (setting, algorithm); per case its time to target and ratio (empty: not reached)."""
+    """One row per (setting, algorithm); per case its time to target and ratio (empty: not reached).
+    Rows aggregated over seeds give per case mean, std, reached / seeds of both."""
     cases = _cases_of(table)
     columns = ["setting", "algorithm"]
+    stats = _WIDE_SEEDS if table and "n_seeds" in table[0] else _WIDE
     for c in cases:
-        columns += [f"case{c}_time_to_target", f"case{c}_ratio_to_adsgd", f"case{c}_best_test_accuracy"]
+        columns += [f"case{c}_{col}" for col in stats]
     rows = []
     for setting in sorted(dict.fromkeys(r["setting"] for r in table), key=_setting_order):
         sub = [r for r in table if r["setting"] == setting]
@@ -325,10 +349,7 @@ def write_wide_csv(table: Sequence[dict[str, Any]], path: Path) -> Path:
             row: dict[str, Any] = {"setting": setting, "algorithm": alg}
             for r in sub:
                 if _series_of(r) == alg:
-                    c = str(r["case"])
-                    row[f"case{c}_time_to_target"] = r["time_to_target"]
-                    row[f"case{c}_ratio_to_adsgd"] = r["ratio_to_adsgd"]
-                    row[f"case{c}_best_test_accuracy"] = r["best_test_accuracy"]
+                    row.update({f"case{r['case']}_{col}": r[col] for col in stats})
             rows.append(row)
     return _write_rows(rows, columns, path)
 
