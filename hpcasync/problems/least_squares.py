@@ -70,7 +70,7 @@ class LeastSquaresProblem(Problem):
 
     def init_params(self, seed: int) -> np.ndarray:
         # Zeros, as in seed 004's experiment; seed unused.
-        return np.zeros(self.dim)
+        return np.zeros(self.dim, self.dtype)
 
     def oracle(self, agent: int, seed: int) -> LeastSquaresOracle:
         self._check_agent(agent)
