@@ -85,7 +85,12 @@ def test_board_and_pairs_float32() -> None:
     error = None
     with Board(comm, dim, publishes=r != 0, x0=x0 if r else None, dtype=np.float32) as board:
         if r:
+            board.publish(np.full(dim, -1.0, np.float32))
             board.publish(np.full(dim, r, np.float32))
+            # the layout in the window's own memory: model u in buffer u mod 2, nothing past 2·dim
+            mem = np.frombuffer(board._data_win.tomemory(), np.float32)
+            if mem.size != 2 * dim or not (np.all(mem[:dim] == r) and np.all(mem[dim:] == -1.0)):
+                error = f"board window layout: {mem.size} elements, {mem[:2]}, {mem[dim:dim + 2]}"
         comm.Barrier()
         if r == 0:
             out = np.empty(dim, np.float32)
