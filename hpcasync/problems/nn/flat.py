@@ -34,11 +34,12 @@ class FlatModule:
     ``dtype`` is the numpy dtype of x (float32 or float64); the module is converted to it.
     ``device`` other than cpu keeps the parameters in a device-resident flat buffer that
     :meth:`bind` fills from x (one host-to-device copy per gradient; the exchanges stay in
-    host memory).
+    host memory). ``staged=True`` takes that path on the CPU too (how the tests exercise it
+    without a GPU).
     """
 
     def __init__(self, module: nn.Module, dtype: np.dtype | str = np.float32,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", staged: bool | None = None) -> None:
         self.dtype = np.dtype(dtype)
         self.tdtype = torch_dtype(self.dtype)
         self.device = torch.device(device)
@@ -50,7 +51,7 @@ class FlatModule:
         self.dim = int(self.offsets[-1])
         self._bound: np.ndarray | None = None  # the host array the parameters view (keeps it alive)
         self._bound_addr = -1
-        self._on_host = self.device.type == "cpu"
+        self._on_host = self.device.type == "cpu" if staged is None else not staged
         # Device runs: parameters live in one device buffer, filled from x by bind().
         self._dev_x = None if self._on_host else torch.empty(self.dim, dtype=self.tdtype, device=self.device)
         if self._dev_x is not None:
