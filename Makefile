@@ -15,7 +15,7 @@ export MKL_NUM_THREADS=1
 export NUMBA_NUM_THREADS=1
 export MPLBACKEND=Agg
 
-.PHONY: install install-dev demo demo-sim test lint bench reproduce clean
+.PHONY: install install-dev install-torch demo demo-sim test lint bench reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,11 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # torch is an optional extra; pinned so pip takes the CPU wheel instead of several GB of CUDA packages
-install-torch: $(VENV)/.installed
+$(VENV)/.installed-torch: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	touch $@
+
+install-torch: $(VENV)/.installed-torch
 
 DEMO_OUT ?= runs/demo
 DEMO_RANKS ?= 10
@@ -62,7 +65,8 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-test: $(VENV)/.installed-dev
+# the torch tests (tests/test_torch_*.py, tests/mpi/test_float32.py) need the pinned CPU wheel
+test: $(VENV)/.installed-dev $(VENV)/.installed-torch
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 	$(MPIEXEC) -n $(NP_TEST) $(BIN)/python -m pytest -q --with-mpi -p no:cacheprovider tests/mpi

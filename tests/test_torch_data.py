@@ -130,3 +130,19 @@ def test_torch_problem_on_tiny_mnist_and_cifar(tmp_path: Path) -> None:
         pb = problems.build(cfg, 3)
         g, _ = pb.oracle(2, 0).gradient(pb.init_params(0))
         assert g.shape == (pb.dim,) and np.isfinite(g).all()
+
+
+def test_the_vgg11_cifar10_config_is_zhou_and_pus_setting(tmp_path: Path) -> None:
+    """configs/torch/vgg11-cifar10.toml: batch 8, communication 2x in case 2, target 85 %; on a tiny
+    CIFAR-10 directory it builds the VGG11 problem."""
+    from hpcasync.config import load
+
+    write_cifar(tmp_path, n=2)
+    root = Path(__file__).resolve().parents[1]
+    cfg = load(root / "configs/torch/vgg11-cifar10.toml", [f"data.dir={tmp_path}", "problem.device=cpu"])
+    assert cfg.algorithm.batch_size == 8 and cfg.delays.slow_comm_mean == 2.0
+    assert cfg.eval.target_accuracy == 0.85 and cfg.problem.model == "vgg11"
+    pb = problems.build(cfg, cfg.topology.n)
+    assert 9.2e6 < pb.dim < 9.3e6 and pb.bn_layers == 8 and pb.data.augment is not None
+    small = load(root / "configs/torch/digits-cnn.toml")
+    assert small.problem.model == "cnn" and small.delays.slow_comm_mean == 2.0

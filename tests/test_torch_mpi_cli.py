@@ -15,7 +15,7 @@ from tests.test_mpi_cli import mpirun, needs_mpiexec, write_config  # noqa: E402
 
 
 @needs_mpiexec
-@pytest.mark.parametrize("algorithm", ["adsgd", "adsgd-delta"])
+@pytest.mark.parametrize("algorithm", ["adsgd"])  # Alg. 3 in float32 on MPI: tests/mpi/test_float32.py
 def test_cnn_on_four_workers_and_a_monitor_trains(tmp_path: Path, algorithm: str) -> None:
     cfg = write_config(tmp_path / "cnn.toml", algorithm={"name": algorithm, "alpha": 0.3, "batch_size": 32},
                        problem={"name": "torch", "model": "cnn"}, delays={"case": 1, "straggler": 0},
