@@ -170,5 +170,6 @@ def test_config_requires_a_model() -> None:
         make_config(problem={"name": "torch"})
     with pytest.raises(UserError, match="problem.device"):
         make_config(problem={"name": "torch", "model": "mlp", "device": "tpu"})
-    with pytest.raises(UserError, match="data.name"):
-        make_config(problem={"name": "softmax"}, data={"name": "shakespeare", "dir": "x"})
+    cfg = make_config(problem={"name": "softmax"}, data={"name": "shakespeare", "dir": "x"})
+    with pytest.raises(UserError, match="data.name 'shakespeare': .* torch problem only"):
+        problems.build(cfg, 9)
