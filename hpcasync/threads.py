@@ -9,12 +9,15 @@ preempt each other.
 
 :func:`configure` applies it with ``numba.set_num_threads`` (capped by
 ``NUMBA_NUM_THREADS``, which numba reads once at import) and
-``threadpoolctl.threadpool_limits`` (OpenBLAS/MKL/OpenMP pools).
+``threadpoolctl.threadpool_limits`` (OpenBLAS/MKL/OpenMP pools), and torch's intra-op pool
+with ``torch.set_num_threads`` — at once if torch is already imported, else when the torch problem
+is built (:func:`configure_torch`); this module never imports torch itself.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +25,8 @@ _ENV_SOURCES = ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS")
 
 # threadpoolctl's limiter must stay alive for the limit to hold.
 _limiter: Any = None
+# What configure() chose for this rank (None: not called, e.g. in the simulator).
+_chosen: int | None = None
 
 
 def usable_cpus() -> int:
@@ -67,8 +72,11 @@ def threads_per_rank(local_ranks: int, env: Mapping[str, str] | None = None,
 
 def configure(local_ranks: int, env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """Set numba's and the BLAS pools' thread counts for this rank; returns (threads, source)."""
-    global _limiter
+    global _limiter, _chosen
     threads, source = threads_per_rank(local_ranks, env)
+    _chosen = threads
+    if "torch" in sys.modules:
+        configure_torch()
     try:
         import numba
 
@@ -82,3 +90,13 @@ def configure(local_ranks: int, env: Mapping[str, str] | None = None) -> tuple[i
     except ImportError:
         pass
     return threads, source
+
+
+def configure_torch() -> int:
+    """``torch.set_num_threads`` to this rank's count (one process on the node when configure() was not called)."""
+    import torch
+
+    threads = _chosen if _chosen is not None else threads_per_rank(1)[0]
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads

@@ -1,6 +1,8 @@
 """Numba kernels for the mixing arithmetic of ADSGD and friends (docs/design.md §4, §9).
 
-Every kernel works in place on float64 arrays, allocates nothing of size d,
+Every kernel works in place on float64 or float32 arrays (numba compiles one specialization per
+dtype; sums run in float64 registers and round once on store, so float32 models lose no accuracy
+to long neighbour sums), allocates nothing of size d,
 and touches each array once: the mixing step is memory-bound, so the figure
 of merit is GB/s relative to ``numpy.copyto`` (docs/design.md §9,
 ``benchmarks/bench_kernels.py``). Models are 1-D C-contiguous arrays;
@@ -314,14 +316,14 @@ def consensus_distance(rows, mean):
     return ((t0 + t1) + (t2 + t3)) / n
 
 
-def warmup() -> None:
-    """Call every kernel once on tiny arrays so numba compiles (or loads its cache) before timing starts."""
-    x = np.zeros(3)
-    y = np.ones(3)
-    z = np.zeros(3)
-    u = np.zeros(3)
-    v = np.zeros(3)
-    rows = np.ones((2, 3))
+def warmup(dtype: np.dtype | type = np.float64) -> None:
+    """Call every kernel once on tiny ``dtype`` arrays so numba compiles (or loads its cache) before timing starts."""
+    x = np.zeros(3, dtype)
+    y = np.ones(3, dtype)
+    z = np.zeros(3, dtype)
+    u = np.zeros(3, dtype)
+    v = np.zeros(3, dtype)
+    rows = np.ones((2, 3), dtype)
     w = np.full(2, 0.25)
     adsgd_step(x, y, rows, w, 0.5, 0.1, 1.0)
     adsgd_step_blocked(x, y, rows, w, 0.5, 0.1, 1.0)

@@ -89,7 +89,8 @@ class Algorithm(abc.ABC):
     def __init__(self, setup: AgentSetup) -> None:
         self.setup = setup
         self.rank = setup.rank
-        self.x = setup.x0.astype(np.float64, copy=True)
+        # x keeps the problem's dtype (float64, or float32 for torch models)
+        self.x = setup.x0.astype(setup.x0.dtype if setup.x0.dtype.kind == "f" else np.float64, copy=True)
         self.iteration = 0
 
     @classmethod

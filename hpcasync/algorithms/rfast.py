@@ -44,13 +44,13 @@ class RFAST(Algorithm):
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
         d = self.x.size
-        self.message = np.zeros(2 * d)  # [v_i, σ_i]
+        self.message = np.zeros(2 * d, self.x.dtype)  # [v_i, σ_i]
         self.message[:d] = self.x
         self.v = self.message[:d]
         self.sigma = self.message[d:]
-        self.z = np.zeros(d)
-        self.g = np.zeros(d)
-        self.rho_seen = np.zeros((0, d))
+        self.z = np.zeros(d, self.x.dtype)
+        self.g = np.zeros(d, self.x.dtype)
+        self.rho_seen = np.zeros((0, d), self.x.dtype)
 
     @classmethod
     def effective_alpha(cls, alpha: float, n: int, section: Any) -> float:
@@ -68,10 +68,11 @@ class RFAST(Algorithm):
         r_all = np.array([w[self.rank]] + [w[j] for j in nbrs])  # R row i: self first
         c_in = np.array([w[j] for j in nbrs])  # c_ij: share of j's pushed mass meant for i (C = W)
         c_self = w[self.rank]
+        dt = self.x.dtype
         if self.rho_seen.shape != (len(nbrs), d):  # a resumed agent keeps the ρ̃ it restored
-            self.rho_seen = np.zeros((len(nbrs), d))
-        pulled = np.empty((len(nbrs) + 1, d))
-        rho = np.empty((len(nbrs), d))
+            self.rho_seen = np.zeros((len(nbrs), d), dt)
+        pulled = np.empty((len(nbrs) + 1, d), dt)
+        rho = np.empty((len(nbrs), d), dt)
 
         if self.iteration == 0:  # a resumed agent restored g_i and z_i
             g = yield from t.gradient(self.x)

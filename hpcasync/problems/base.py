@@ -61,7 +61,7 @@ class ShardSampler:
 
 
 class Oracle(abc.ABC):
-    """Agent i's stochastic gradient of f_i on a flat float64 parameter vector of length ``dim``."""
+    """Agent i's stochastic gradient of f_i on a flat parameter vector of length ``dim`` (``Problem.dtype``)."""
 
     dim: int
 
@@ -93,6 +93,8 @@ class Problem(abc.ABC):
 
     dim: int
     n_agents: int
+    #: dtype of x (and of every model buffer the engines allocate): float64 unless configured
+    dtype: np.dtype = np.dtype(np.float64)
 
     @classmethod
     def from_config(cls, cfg: Any, n_agents: int) -> Problem:

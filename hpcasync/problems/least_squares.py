@@ -70,7 +70,7 @@ class LeastSquaresProblem(Problem):
 
     def init_params(self, seed: int) -> np.ndarray:
         # Zeros, as in Mishchenko et al.'s (2022) experiment; seed unused.
-        return np.zeros(self.dim)
+        return np.zeros(self.dim, self.dtype)
 
     def oracle(self, agent: int, seed: int) -> LeastSquaresOracle:
         self._check_agent(agent)

@@ -71,7 +71,7 @@ class QuadraticProblem(Problem):
         self.n_agents, self.dim = centers.shape
 
     def init_params(self, seed: int) -> np.ndarray:
-        return np.zeros(self.dim)
+        return np.zeros(self.dim, self.dtype)
 
     def oracle(self, agent: int, seed: int) -> QuadraticOracle:
         self._check_agent(agent)

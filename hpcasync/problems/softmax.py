@@ -183,7 +183,7 @@ class SoftmaxProblem(Problem):
 
     def init_params(self, seed: int) -> np.ndarray:
         # Zeros: the usual logistic-regression start (uniform softmax, loss log C); seed unused.
-        return np.zeros(self.dim)
+        return np.zeros(self.dim, self.dtype)
 
     def oracle(self, agent: int, seed: int) -> SoftmaxOracle:
         self._check_agent(agent)

@@ -16,7 +16,7 @@ these, so a column added here appears in both. A run directory holds::
       /updates/*        one 1-D column per UPDATES entry, plus committed_rows (int64
                         scalar: rows known to be fully on disk)
       /timings/*        float64 scalars, units from the name (``_s`` seconds, ``_units`` time units)
-      /final/model      float64 (d,)
+      /final/model      float64 or float32 (d,): the run's dtype (problem.dtype)
 
 ``committed_rows`` exists because an SWMR reader may see a dataset's new
 extent before the chunk data behind it; the writer bumps it only after the

@@ -175,7 +175,9 @@ class AgentWriter:
 
     def write_final_model(self, x: np.ndarray) -> None:
         """This agent's final model (copied now, written by ``close()`` to ``/final/model``)."""
-        self._final_model = np.array(x, dtype=np.float64, copy=True)
+        # the run's dtype (float32 for torch models, float64 otherwise)
+        x = np.asarray(x)
+        self._final_model = np.array(x, dtype=x.dtype if x.dtype.kind == "f" else np.float64, copy=True)
 
     def close(self, complete: bool) -> None:
         """Write everything, set ``complete`` and close. Idempotent; a later ``append`` raises."""

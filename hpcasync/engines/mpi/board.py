@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from mpi4py import MPI
 
+from hpcasync.engines.mpi.dtypes import model_dtype, mpi_type
 from hpcasync.engines.mpi.epoch import Epoch
 
 SEQ, ITER, TOTAL = 0, 1, 2
@@ -37,11 +38,17 @@ _W = MPI.INT64_T
 
 
 class Board(Epoch):
-    """Collective over ``comm`` (all ranks). ``publishes`` is True on workers of a job with a monitor."""
+    """Collective over ``comm`` (all ranks). ``publishes`` is True on workers of a job with a monitor.
 
-    def __init__(self, comm: MPI.Comm, dim: int, publishes: bool, x0: np.ndarray | None = None) -> None:
+    ``dtype``: of the published models (the problem's; default x0's, else float64).
+    """
+
+    def __init__(self, comm: MPI.Comm, dim: int, publishes: bool, x0: np.ndarray | None = None,
+                 dtype: np.dtype | type | None = None) -> None:
         super().__init__(comm)
         self.dim = int(dim)
+        self.dtype = np.dtype(dtype) if dtype is not None else model_dtype(x0)
+        self._T = mpi_type(self.dtype)
         self.publishes = bool(publishes)
         self.published = 0
         self.retries = 0
@@ -50,11 +57,12 @@ class Board(Epoch):
         self._dummy = np.zeros(1, np.int64)
         def initialise() -> None:
             self._words_win, self._words = self.allocate(WORDS * 8, np.int64)
-            nbytes = 2 * self.dim * 8 if self.publishes else 0
-            self._data_win, data = self.allocate(nbytes)
+            size = self.dtype.itemsize
+            nbytes = 2 * self.dim * size if self.publishes else 0
+            self._data_win, data = self.allocate(nbytes, self.dtype, disp_unit=size)  # displacements in elements
             self._words[:] = 0
             if self.publishes:
-                data.reshape(2, self.dim)[:] = 0.0 if x0 is None else np.asarray(x0, np.float64)
+                data.reshape(2, self.dim)[:] = 0.0 if x0 is None else np.asarray(x0, self.dtype)
 
         self.build(initialise)
 
@@ -108,8 +116,8 @@ class Board(Epoch):
         u = self.published + 1
         self._set_own(SEQ, 2 * u - 1)
         dwin = self._data_win
-        dwin.Put([np.ascontiguousarray(x, np.float64), self.dim, MPI.DOUBLE], self.rank,
-                 target=((u % 2) * self.dim, self.dim, MPI.DOUBLE))
+        dwin.Put([np.ascontiguousarray(x, self.dtype), self.dim, self._T], self.rank,
+                 target=((u % 2) * self.dim, self.dim, self._T))
         dwin.Flush(self.rank)
         self._set_own(SEQ, 2 * u)
         self.published = u
@@ -131,7 +139,7 @@ class Board(Epoch):
         w1 = self._fetch(j, SEQ)
         while True:
             d = w1 // 2
-            self._data_win.Get([out, self.dim, MPI.DOUBLE], j, target=((d % 2) * self.dim, self.dim, MPI.DOUBLE))
+            self._data_win.Get([out, self.dim, self._T], j, target=((d % 2) * self.dim, self.dim, self._T))
             self._data_win.Flush(j)
             w2 = self._fetch(j, SEQ)
             if w2 < 2 * d + 3:

@@ -13,14 +13,16 @@ from collections.abc import Sequence
 import numpy as np
 from mpi4py import MPI
 
-from hpcasync.engines.mpi.epoch import WORD, Epoch, check_ranks
+from hpcasync.engines.mpi.dtypes import model_dtype, mpi_type
+from hpcasync.engines.mpi.epoch import Epoch, check_ranks
 from hpcasync.engines.mpi.world import agree
 
 __all__ = ["DeltaAccumulator"]
 
 
 class DeltaAccumulator(Epoch):
-    """A window of ``dim`` float64 per rank that neighbours add deltas into (docs/design.md §5.2).
+    """A window of ``dim`` elements (float64, or float32 for torch models) per rank that neighbours
+    add deltas into (docs/design.md §5.2).
 
     Senders ``Accumulate(SUM)``; accumulates are element-wise atomic across
     origins, so concurrent senders never lose an update. The owner takes
@@ -62,11 +64,15 @@ class DeltaAccumulator(Epoch):
         dim: int,
         out_neighbors: Sequence[int],
         initial: np.ndarray | None = None,
+        dtype: np.dtype | type | None = None,
     ) -> None:
         """Collective over ``comm``. ``initial`` (default zeros) is this rank's
-        starting window content (s_i(0) in the ``snapshot_into`` mode)."""
+        starting window content (s_i(0) in the ``snapshot_into`` mode); ``dtype``
+        defaults to initial's, else float64."""
         super().__init__(comm)
         self.dim = int(dim)
+        self.dtype = np.dtype(dtype) if dtype is not None else model_dtype(initial)
+        self._T = mpi_type(self.dtype)
         self.out_neighbors = [int(j) for j in out_neighbors]
         error = (f"dim must be a positive integer, got {dim}" if self.dim < 1 else None) or check_ranks(
             self.out_neighbors, comm.Get_size(), self.rank, "out_neighbors"
@@ -79,17 +85,18 @@ class DeltaAccumulator(Epoch):
         self.drains = 0
         # Reused buffers: scaling, the REPLACE source and the fetched result are
         # never allocated per call (dim may be 1e7).
-        self._scratch = np.empty(self.dim, np.float64)
-        self._zeros = np.zeros(self.dim, np.float64)
-        self._result = np.empty(self.dim, np.float64)
+        self._scratch = np.empty(self.dim, self.dtype)
+        self._zeros = np.zeros(self.dim, self.dtype)
+        self._result = np.empty(self.dim, self.dtype)
         def initialise() -> None:
-            self._win, self._local = self.allocate(self.dim * WORD)
-            self._local[:] = 0.0 if initial is None else np.asarray(initial, np.float64)
+            size = self.dtype.itemsize
+            self._win, self._local = self.allocate(self.dim * size, self.dtype, disp_unit=size)
+            self._local[:] = 0.0 if initial is None else np.asarray(initial, self.dtype)
 
         self.build(initialise)
 
     def release_views(self) -> None:
-        self._local = np.zeros(0, np.float64)
+        self._local = np.zeros(0, self.dtype)
 
     def accumulate(self, j: int, delta: np.ndarray, scale: float = 1.0) -> None:
         """Add ``scale · delta`` into out-neighbour ``j``'s window; complete on return."""
@@ -98,17 +105,17 @@ class DeltaAccumulator(Epoch):
             raise ValueError(f"rank {j} is not an out-neighbour of rank {self.rank}")
         if np.shape(delta) != (self.dim,):
             raise ValueError(f"delta has shape {np.shape(delta)}, expected ({self.dim},)")
-        if scale == 1.0 and delta.dtype == np.float64 and delta.flags.c_contiguous:
+        if scale == 1.0 and delta.dtype == self.dtype and delta.flags.c_contiguous:
             src = delta
         else:
             np.multiply(delta, scale, out=self._scratch)
             src = self._scratch
-        self._win.Accumulate([src, self.dim, MPI.DOUBLE], j, target=(0, self.dim, MPI.DOUBLE), op=MPI.SUM)
+        self._win.Accumulate([src, self.dim, self._T], j, target=(0, self.dim, self._T), op=MPI.SUM)
         # Completes the sum at j and frees src/scratch for reuse.
         self._win.Flush(j)
         self.messages_sent += 1
         self.rma_ops += 1
-        self.bytes_sent += self.dim * WORD
+        self.bytes_sent += self.dim * self.dtype.itemsize
 
     def drain_into(self, s: np.ndarray) -> None:
         """s ← s + (everything accumulated here), zeroing the window atomically."""
@@ -116,10 +123,10 @@ class DeltaAccumulator(Epoch):
         self._check_target(s, "s")
         win = self._win
         win.Get_accumulate(
-            [self._zeros, self.dim, MPI.DOUBLE],
-            [self._result, self.dim, MPI.DOUBLE],
+            [self._zeros, self.dim, self._T],
+            [self._result, self.dim, self._T],
             self.rank,
-            target=(0, self.dim, MPI.DOUBLE),
+            target=(0, self.dim, self._T),
             op=MPI.REPLACE,
         )
         win.Flush(self.rank)
@@ -136,10 +143,10 @@ class DeltaAccumulator(Epoch):
         self._check_target(out, "out")
         win = self._win
         win.Get_accumulate(
-            [self._zeros, self.dim, MPI.DOUBLE],  # ignored by NO_OP
-            [out, self.dim, MPI.DOUBLE],
+            [self._zeros, self.dim, self._T],  # ignored by NO_OP
+            [out, self.dim, self._T],
             self.rank,
-            target=(0, self.dim, MPI.DOUBLE),
+            target=(0, self.dim, self._T),
             op=MPI.NO_OP,
         )
         win.Flush(self.rank)
@@ -149,8 +156,8 @@ class DeltaAccumulator(Epoch):
         if (
             not isinstance(a, np.ndarray)
             or a.shape != (self.dim,)
-            or a.dtype != np.float64
+            or a.dtype != self.dtype
             or not a.flags.c_contiguous
         ):
             got = (getattr(a, "shape", None), getattr(a, "dtype", None))
-            raise ValueError(f"{name} must be a contiguous float64 array of shape ({self.dim},), got {got}")
+            raise ValueError(f"{name} must be a contiguous {self.dtype} array of shape ({self.dim},), got {got}")

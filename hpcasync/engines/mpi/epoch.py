@@ -27,7 +27,7 @@ from mpi4py import MPI
 
 __all__ = ["WORD", "Epoch", "check_ranks", "window_info"]
 
-WORD = 8  # bytes in an int64 sequence word and in a float64 element
+WORD = 8  # bytes in an int64 sequence word (data windows take the model dtype's itemsize as unit)
 
 
 def check_ranks(ranks: Sequence[int], size: int, me: int, name: str) -> str | None:
@@ -74,9 +74,10 @@ class Epoch:
         self.messages_sent = 0
         self.rma_ops = 0
 
-    def allocate(self, nbytes: int, dtype: type = np.float64, *, epoch: bool = True,
-                 relaxed_ordering: bool = True) -> tuple[MPI.Win, np.ndarray]:
-        """Collective ``Win.Allocate`` of ``nbytes`` (displacement unit 8) and a numpy view of it.
+    def allocate(self, nbytes: int, dtype: type | np.dtype = np.float64, *, epoch: bool = True,
+                 relaxed_ordering: bool = True, disp_unit: int = WORD) -> tuple[MPI.Win, np.ndarray]:
+        """Collective ``Win.Allocate`` of ``nbytes`` (displacement unit ``disp_unit``, 8 by default; a
+        model's data window uses one element of its dtype) and a numpy view of it.
 
         The window is freed by :meth:`free`; with ``epoch`` it is also put in
         a long ``Lock_all`` epoch by :meth:`open_epochs` (a window without one
@@ -85,7 +86,7 @@ class Epoch:
         """
         info = window_info(relaxed_ordering)
         try:
-            win = MPI.Win.Allocate(nbytes, WORD, info, self.comm)
+            win = MPI.Win.Allocate(nbytes, disp_unit, info, self.comm)
         finally:
             info.Free()
         self._windows.append(win)

@@ -33,7 +33,7 @@ from hpcasync.kernels import warmup
 from hpcasync.problems.base import Problem
 from hpcasync.results.writer import RunWriter
 
-# Above this many float64 (n·d) the monitor does not stack all models but sums them one at a time.
+# Above this many elements (n·d) the monitor does not stack all models but sums them one at a time.
 STACK_LIMIT = 25_000_000
 
 
@@ -58,8 +58,9 @@ class AverageModelEvaluator:
         self.dim = dim
         self.virtual = virtual
         self.stacked = n * dim <= STACK_LIMIT
-        self.rows = np.empty((n, dim)) if self.stacked else np.empty((1, dim))
-        self.mean = np.empty(dim)
+        dt = board.dtype  # the models' (float32 for torch)
+        self.rows = np.empty((n, dim), dt) if self.stacked else np.empty((1, dim), dt)
+        self.mean = np.empty(dim, dt)
         self.iterations = np.zeros(n, np.int64)
         self.read_s = 0.0
         self.eval_s = 0.0
@@ -147,10 +148,10 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
     comm = world.comm
     board = progress = None
     try:
-        board = Board(comm, setup.x0.size, publishes=False)
+        board = Board(comm, setup.x0.size, publishes=False, dtype=setup.x0.dtype)
         progress = progress_mod.start(setup.cfg.mpi.progress, comm)
         evaluator = AverageModelEvaluator(setup.problem, board, world.n, setup.x0.size, setup.virtual)
-        warmup()  # numba's cached kernels and the problem's evaluation, before the clock starts
+        warmup(setup.x0.dtype)  # numba's cached kernels and the problem's evaluation, before the clock starts
         setup.problem.evaluate(setup.x0)
         comm.Barrier()
         t0 = time.perf_counter()

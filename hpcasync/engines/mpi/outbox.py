@@ -79,8 +79,9 @@ class Outbox:
 
     def __init__(self, dim: int, send_model: SendModel, send_delta: SendDelta,
                  comm_delay: Callable[[], float] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, dtype: np.dtype | type = np.float64) -> None:
         self.dim = int(dim)
+        self.dtype = np.dtype(dtype)  # the model's: float32 queues hold half the bytes
         self.send_model = send_model
         self.send_delta = send_delta
         self.comm_delay = comm_delay
@@ -127,7 +128,7 @@ class Outbox:
         return n
 
     def _buffer(self, zero: bool) -> np.ndarray:
-        buf = self._spare.pop() if self._spare else np.empty(self.dim)
+        buf = self._spare.pop() if self._spare else np.empty(self.dim, self.dtype)
         if zero:
             buf.fill(0.0)
         return buf

@@ -6,9 +6,10 @@ exclusion is a lock word taken by compare-and-swap, not an MPI exclusive lock).
 Model window. Each worker owns, in one ``MPI.Win.Allocate`` window
 (displacement unit 8 bytes), its live model and a few int64 words::
 
-    disp 0 .. d-1     x_i, the agent's model itself (float64)
-    disp d            ITER: the owner's update count, written with x_i
-    disp d+1+k        the update count of neighbour k (k-th of ``neighbors``)
+    disp 0 .. m-1     x_i, the agent's model itself (float64, or float32 for torch models;
+                      m = ⌈d·itemsize/8⌉ words)
+    disp m            ITER: the owner's update count, written with x_i
+    disp m+1+k        the update count of neighbour k (k-th of ``neighbors``)
                       when its model was last averaged into x_i (staleness)
 
 The agent's ``x`` *is* this memory (:attr:`PairWindow.x`; the runner binds
@@ -95,12 +96,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from mpi4py import MPI
 
+from hpcasync.engines.mpi.dtypes import model_dtype, mpi_type, words_for
 from hpcasync.engines.mpi.epoch import WORD, Epoch, check_ranks
 from hpcasync.engines.mpi.world import agree
 
 __all__ = ["PairWindow"]
 
-_D = MPI.DOUBLE
 _I = MPI.INT64_T
 #: tag of the progress-only Iprobe (matches nothing: no rank sends point-to-point on this communicator)
 PROGRESS_TAG = 0x7AD
@@ -122,6 +123,9 @@ class PairWindow(Epoch):
                  clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__(comm)
         self.dim = int(np.size(x0))
+        self.dtype = model_dtype(x0)  # float64, or float32 for torch models
+        self._D = mpi_type(self.dtype)
+        self._mw = words_for(self.dim, self.dtype)  # 8-byte words of the model; the counters follow
         self.neighbors = [int(j) for j in neighbors]
         self.active = bool(active)
         self.clock = clock
@@ -159,7 +163,7 @@ class PairWindow(Epoch):
         self.lock_retries = 0  # LOCK attempts that found the model held (by its owner or a peer)
         self.own_locks = 0
         self.own_lock_s = 0.0  # passive: taking its own LOCK (waiting for an exchange in progress)
-        self._buf = np.empty(self.dim if self.active else 0, np.float64)
+        self._buf = np.empty(self.dim if self.active else 0, self.dtype)
         self._peer_iter = np.zeros(1, np.int64)
         self._word = np.zeros(1, np.int64)  # this agent's update count, put into the peer's slot
         self._mark = np.array([self.rank + 1], np.int64)  # a reservation by this rank
@@ -171,14 +175,14 @@ class PairWindow(Epoch):
 
         def initialise() -> None:
             # both windows live in a long Lock_all epoch; the LOCK word guards the model (module docstring)
-            self._win, mem = self.allocate((self.dim + 1 + deg) * WORD, np.uint8, relaxed_ordering=False)
+            self._win, mem = self.allocate((self._mw + 1 + deg) * WORD, np.uint8, relaxed_ordering=False)
             self._rwin, rmem = self.allocate(2 * WORD, np.int64, relaxed_ordering=False)
             #: the live model x_i (window memory)
-            self.x = np.frombuffer(mem, np.float64, count=self.dim)
-            self._words = np.frombuffer(mem, np.int64, offset=self.dim * WORD, count=1 + deg)
+            self.x = np.frombuffer(mem, self.dtype, count=self.dim)
+            self._words = np.frombuffer(mem, np.int64, offset=self._mw * WORD, count=1 + deg)
             #: x_i as of the end of the last own step (passive side: what the gradient is computed at)
-            self.snapshot = np.array(x0, np.float64) if not self.active else self.x
-            self.x[:] = np.asarray(x0, np.float64)
+            self.snapshot = np.array(x0, self.dtype) if not self.active else self.x
+            self.x[:] = np.asarray(x0, self.dtype)
             self._words[:] = 0
             rmem[:] = 0  # open_epochs (in build) publishes these stores before anybody may access
 
@@ -210,8 +214,8 @@ class PairWindow(Epoch):
         k = self._index.get(j)
         if k is None:
             raise ValueError(f"rank {j} is not a neighbour of rank {self.rank}")
-        if np.shape(v) != (self.dim,) or v.dtype != np.float64 or not v.flags.c_contiguous:
-            raise ValueError(f"v must be a contiguous float64 array of shape ({self.dim},)")
+        if np.shape(v) != (self.dim,) or v.dtype != self.dtype or not v.flags.c_contiguous:
+            raise ValueError(f"v must be a contiguous {self.dtype} array of shape ({self.dim},)")
         held = 0.0
         if hold is not None:
             self._reserve(j)
@@ -234,22 +238,22 @@ class PairWindow(Epoch):
         self.exchange_s += elapsed
         self.exchange_max_s = max(self.exchange_max_s, elapsed)
         self.messages_sent += 2
-        self.bytes_sent += 2 * (self.dim + 1) * WORD
+        self.bytes_sent += 2 * (self.dim * self.dtype.itemsize + WORD)
         return held
 
     def _exchange(self, win: MPI.Win, j: int, v: np.ndarray, iteration: int) -> None:
-        d = self.dim
+        d, mw, _D = self.dim, self._mw, self._D
         self.lock_wait_s += self._take(j, LOCK)
         self._held = j
         try:
             win.Get([self._buf, d, _D], j, target=(0, d, _D))
-            win.Get([self._peer_iter, 1, _I], j, target=(d, 1, _I))
+            win.Get([self._peer_iter, 1, _I], j, target=(mw, 1, _I))
             win.Flush(j)
             np.add(v, self._buf, out=v)
             v *= 0.5
             self._word[0] = iteration
             win.Put([v, d, _D], j, target=(0, d, _D))
-            win.Put([self._word, 1, _I], j, target=(d + 1 + self._slot_at[j], 1, _I))
+            win.Put([self._word, 1, _I], j, target=(mw + 1 + self._slot_at[j], 1, _I))
             win.Flush(j)  # complete at j before the lock word says it is free
         finally:
             self._held = None

@@ -200,7 +200,7 @@ def _oversubscribed(hosts: list[str], rank: int) -> bool:
 
 def _warmup(setup: RunSetup) -> None:
     """Load numba's cached kernels before the clock starts, without touching the real oracle's stream."""
-    warmup()
+    warmup(setup.x0.dtype)
     spare = setup.problem.oracle(setup.world.rank, setup.cfg.run.seed + 7919)
     spare.gradient(setup.x0)
 

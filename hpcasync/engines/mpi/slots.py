@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from mpi4py import MPI
 
+from hpcasync.engines.mpi.dtypes import model_dtype, mpi_type
 from hpcasync.engines.mpi.epoch import WORD, Epoch, check_ranks
 from hpcasync.engines.mpi.world import agree
 
@@ -41,7 +42,8 @@ class ModelSlots(Epoch):
     ``MPI.Win.Allocate``) on a rank with in-neighbours ``in_neighbors``:
 
     * word window: one int64 sequence word per in-neighbour, slot k at disp k;
-    * data window: two float64 buffers of ``dim`` per in-neighbour, buffer b of
+    * data window: two buffers of ``dim`` elements of the model dtype (float64, or float32
+      for torch models; the displacement unit is one element) per in-neighbour, buffer b of
       slot k at disp ``(2k + b)·dim``.
 
     Words live apart from the data so they are always 8-byte aligned and are
@@ -97,6 +99,7 @@ class ModelSlots(Epoch):
         out_neighbors: Sequence[int],
         x0: np.ndarray | None = None,
         atomic_words: bool | None = None,
+        dtype: np.dtype | type | None = None,
     ) -> None:
         """Collective over ``comm``. ``x0`` (default zeros) is the model read from a
         slot whose writer has not published yet; every rank may pass its own.
@@ -106,6 +109,8 @@ class ModelSlots(Epoch):
         size = comm.Get_size()
         self.dim = int(dim)
         self._shape = (self.dim,)
+        self.dtype = np.dtype(dtype) if dtype is not None else model_dtype(x0)  # x0's, else float64
+        self._T = mpi_type(self.dtype)
         self.atomic_words = ATOMIC_WORD_READS if atomic_words is None else bool(atomic_words)
         self.in_neighbors = [int(j) for j in in_neighbors]
         self.out_neighbors = [int(j) for j in out_neighbors]
@@ -133,7 +138,7 @@ class ModelSlots(Epoch):
         self._targets = [(j, all_in[j].index(self.rank)) for j in self.out_neighbors]
         # Whether every rank starts its slots from the same x0, bit for bit: then this rank's
         # initial model lies in its out-neighbours' windows too ("model 0", fetch_published).
-        crc = None if x0 is None else zlib.crc32(np.ascontiguousarray(x0, np.float64).view(np.uint8))
+        crc = None if x0 is None else zlib.crc32(np.ascontiguousarray(x0, self.dtype).view(np.uint8))
         self.common_x0 = len(set(comm.allgather(crc))) == 1
         self._slot_of = {j: k for k, j in enumerate(self.in_neighbors)}
 
@@ -159,21 +164,22 @@ class ModelSlots(Epoch):
         self._word_targets = [(j, k, [self._word_old[i:i + 1], 1, MPI.INT64_T])
                               for i, (j, k) in enumerate(self._targets)]
         d = self.dim
-        self._data_targets = [[(j, ((2 * k + b) * d, d, MPI.DOUBLE)) for j, k in self._targets] for b in (0, 1)]
+        self._data_targets = [[(j, ((2 * k + b) * d, d, self._T)) for j, k in self._targets] for b in (0, 1)]
         def initialise() -> None:
             self._word_win, self._words = self.allocate(deg * WORD, np.int64)
-            self._data_win, data = self.allocate(2 * deg * self.dim * WORD)
+            size = self.dtype.itemsize
+            self._data_win, data = self.allocate(2 * deg * self.dim * size, self.dtype, disp_unit=size)
             if self._word_win.Get_attr(MPI.WIN_MODEL) != MPI.WIN_UNIFIED:
                 self.atomic_words = True  # plain loads see remote updates only in the unified model
             self._data = data.reshape(2 * deg, self.dim)
             self._words[:] = 0
-            self._data[:] = 0.0 if x0 is None else np.asarray(x0, np.float64)
+            self._data[:] = 0.0 if x0 is None else np.asarray(x0, self.dtype)
 
         self.build(initialise)
 
     def release_views(self) -> None:
         self._words = np.zeros(0, np.int64)
-        self._data = np.zeros((0, self.dim), np.float64)
+        self._data = np.zeros((0, self.dim), self.dtype)
 
     # -- writer -------------------------------------------------------------------------
     def publish(self, x: np.ndarray) -> int:
@@ -186,8 +192,8 @@ class ModelSlots(Epoch):
         step is issued. Returns u. ``x`` may be modified as soon as this returns.
         """
         self.check_open()
-        if type(x) is not np.ndarray or x.dtype != np.float64 or not x.flags.c_contiguous:
-            x = self._as_model(x, "x")  # copies only a non-float64 or strided array
+        if type(x) is not np.ndarray or x.dtype != self.dtype or not x.flags.c_contiguous:
+            x = self._as_model(x, "x")  # copies only an array of another dtype or a strided one
         elif x.shape != self._shape:
             raise ValueError(f"x has shape {x.shape}, expected ({self.dim},)")
         u = self.published + 1
@@ -199,7 +205,7 @@ class ModelSlots(Epoch):
         for j, k, old in self._word_targets:
             wwin.Fetch_and_op(word, old, j, k, replace)
         self._flush(wwin)
-        src = [x, dim, MPI.DOUBLE]  # one pass from x itself: no staging copy
+        src = [x, dim, self._T]  # one pass from x itself: no staging copy
         for j, target in self._data_targets[u % 2]:
             dwin.Put(src, j, target=target)
         self._flush(dwin)
@@ -212,7 +218,7 @@ class ModelSlots(Epoch):
         deg = len(self._targets)
         self.messages_sent += deg
         self.rma_ops += 3 * deg
-        self.bytes_sent += deg * (dim + 2) * WORD
+        self.bytes_sent += deg * (dim * self.dtype.itemsize + 2 * WORD)
         return u
 
     @staticmethod
@@ -368,7 +374,7 @@ class ModelSlots(Epoch):
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
         j, target = self._data_targets[self.published % 2][0]
-        self._data_win.Get([out, self.dim, MPI.DOUBLE], j, target=target)
+        self._data_win.Get([out, self.dim, self._T], j, target=target)
         self._data_win.Flush(j)
         return self.published
 
@@ -376,12 +382,11 @@ class ModelSlots(Epoch):
     def _as_model(self, x: np.ndarray, name: str) -> np.ndarray:
         if np.shape(x) != (self.dim,):
             raise ValueError(f"{name} has shape {np.shape(x)}, expected ({self.dim},)")
-        # A copy only when the caller passes a non-float64 or strided array.
-        return np.ascontiguousarray(x, dtype=np.float64)
+        # A copy only when the caller passes an array of another dtype or a strided one.
+        return np.ascontiguousarray(x, dtype=self.dtype)
 
-    @staticmethod
-    def _as_out(out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float64:
+    def _as_out(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != self.dtype:
             got = (getattr(out, "shape", None), getattr(out, "dtype", None))
-            raise ValueError(f"out must be a float64 array of shape {shape}, got {got}")
+            raise ValueError(f"out must be a {self.dtype} array of shape {shape}, got {got}")
         return out

@@ -20,7 +20,7 @@ def final_without_monitor(setup: RunSetup, world: World, run_writer: RunWriter, 
     models = world.workers.gather(np.asarray(model), root=0)
     rows = np.ascontiguousarray(np.stack(models))
     head = {"virtual_time": setup.virtual(wall), "wall_time": wall, "gradients": float(totals)}
-    row = evaluate_average(setup.problem.evaluate, head, np.empty(rows.shape[1]), rows)
+    row = evaluate_average(setup.problem.evaluate, head, np.empty(rows.shape[1], rows.dtype), rows)
     run_writer.append_eval(**row)
     result.evaluations.append(row)
     result.final = row

@@ -62,6 +62,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync.algorithms.transport import Transport
+from hpcasync.engines.mpi.dtypes import model_dtype, words_for
 from hpcasync.engines.mpi.outbox import Outbox
 from hpcasync.engines.mpi.pairs import PairWindow
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
@@ -120,7 +121,8 @@ class MpiTransport(Transport):
         self.in_neighbors = [int(j) for j in in_neighbors]
         self.out_neighbors = [int(j) for j in out_neighbors]
         self.dim = int(x0.size)
-        message0 = np.asarray(x0 if message0 is None else message0, np.float64)
+        self.dtype = model_dtype(x0)  # float64, or float32 for torch models: every buffer below follows
+        message0 = np.asarray(x0 if message0 is None else message0, self.dtype)
         self.message_dim = int(message0.size)
         self.payload = payload
         self.iteration = iteration
@@ -136,21 +138,21 @@ class MpiTransport(Transport):
         self.versions = np.zeros(len(self.in_neighbors), np.int64)  # model numbers last read
         self._snapshot = delta_target
         # local copies of the neighbours' models: latest_models(), and mix_latest's slow path
-        self._latest = np.empty((0, self.message_dim))
+        self._latest = np.empty((0, self.message_dim), self.dtype)
         self._pushed: np.ndarray | None = None  # the array last pushed, while unchanged (mix_latest)
-        self._backup = np.empty(0)  # mix_latest's copy of x when it cannot be fetched back
+        self._backup = np.empty(0, self.dtype)  # mix_latest's copy of x when it cannot be fetched back
         self.zero_copy_mixes = 0  # mix_latest steps taken straight from the window
         self.redone_mixes = 0  # ... of which redone because a slot was overwritten meanwhile
         try:
             if payload == "model":
                 self.slots = _NumberedSlots(comm, self.message_dim, self.in_neighbors, self.out_neighbors,
-                                            x0=message0)
+                                            x0=message0, dtype=self.dtype)
                 if comm_delay is None and self.slots.common_x0:
                     # the initial model lies in every out-neighbour's window: "model 0" is pushed
                     self._pushed = message0
             elif payload == "delta":
-                initial = None if delta_target is None else np.array(delta_target, np.float64)
-                self.acc = DeltaAccumulator(comm, self.dim, self.out_neighbors, initial=initial)
+                initial = None if delta_target is None else np.array(delta_target, self.dtype)
+                self.acc = DeltaAccumulator(comm, self.dim, self.out_neighbors, initial=initial, dtype=self.dtype)
             if pair_model is not None:
                 self.pairs = PairWindow(comm, pair_model, self.out_neighbors, pair_active, clock=clock)
                 self.versions = self.pairs.versions  # updated in place by the exchanges
@@ -161,10 +163,14 @@ class MpiTransport(Transport):
             self.free()
             raise
         self.outbox = Outbox(self.message_dim if payload == "model" else self.dim, self._send_model,
-                             self._send_delta, comm_delay, clock)
-        # collective buffers: the payload plus [stop round, available-at time]
-        self._sync_send = np.empty(0)
-        self._sync_recv = np.empty((0, 0))
+                             self._send_delta, comm_delay, clock, dtype=self.dtype)
+        # collective buffers: the payload (model dtype) plus [stop round, available-at time] (float64),
+        # packed as bytes for the neighbour exchange; the allreduce sends the payload alone
+        self._sync_d = 0
+        self._sync_send = np.empty(0, np.uint8)
+        self._sync_recv = np.empty((0, 0), np.uint8)
+        self._ar_send = np.empty(0, self.dtype)
+        self._ar_recv = np.empty(0, self.dtype)
         self._flags = np.zeros(2)
         self._flags_out = np.zeros(2)
 
@@ -223,7 +229,7 @@ class MpiTransport(Transport):
 
     def _local_models(self) -> np.ndarray:
         if self._latest.shape[0] != len(self.in_neighbors):
-            self._latest = np.empty((len(self.in_neighbors), self.message_dim))
+            self._latest = np.empty((len(self.in_neighbors), self.message_dim), self.dtype)
         return self._latest
 
     def latest_models(self) -> np.ndarray:
@@ -342,16 +348,21 @@ class MpiTransport(Transport):
 
     # -- blocking collectives, performed by the runner ------------------------------------------
     def _sync_buffers(self, d: int, rows: int) -> None:
-        if self._sync_send.size != d + 2:
-            self._sync_send = np.empty(d + 2)
-        if self._sync_recv.shape != (rows, d + 2):
-            self._sync_recv = np.empty((rows, d + 2))
+        """Rows of [payload (d of the model dtype), padding to 8 bytes, stop round, available-at (float64)]."""
+        width = 8 * words_for(d, self.dtype) + 16
+        self._sync_d = d
+        if self._sync_send.size != width:
+            self._sync_send = np.zeros(width, np.uint8)
+        if self._sync_recv.shape != (rows, width):
+            self._sync_recv = np.zeros((rows, width), np.uint8)
 
     def start_allreduce(self, v: np.ndarray, stop_round: int, available_at: float) -> list[MPI.Request]:
         """Iallreduce(SUM) of v and Iallreduce(MAX) of [−stop round, available-at] (two requests)."""
         d = v.size
-        self._sync_buffers(d, 1)
-        send, recv = self._sync_send[:d], self._sync_recv[0, :d]
+        if self._ar_send.size != d:
+            self._ar_send = np.empty(d, self.dtype)
+            self._ar_recv = np.empty(d, self.dtype)
+        send, recv = self._ar_send, self._ar_recv
         np.copyto(send, v)
         self._flags[0] = -float(stop_round)  # MAX of −round = the earliest proposal
         self._flags[1] = available_at
@@ -363,8 +374,7 @@ class MpiTransport(Transport):
 
     def finish_allreduce(self) -> tuple[np.ndarray, int, float]:
         """(mean of v, agreed stop round, time the slowest contribution is available)."""
-        d = self._sync_send.size - 2
-        mean = self._sync_recv[0, :d] / self.n
+        mean = self._ar_recv / self.dtype.type(self.n)
         return mean, int(-self._flags_out[0]), float(self._flags_out[1])
 
     def start_exchange(self, v: np.ndarray, stop_round: int, available_at: float) -> list[MPI.Request]:
@@ -374,21 +384,23 @@ class MpiTransport(Transport):
         deg = len(self.in_neighbors)
         self._sync_buffers(d, deg)
         send = self._sync_send
-        send[:d] = v
-        send[d] = float(stop_round)
-        send[d + 1] = available_at
+        send[:d * self.dtype.itemsize].view(self.dtype)[:] = v
+        tail = send[-16:].view(np.float64)
+        tail[0] = float(stop_round)
+        tail[1] = available_at
         self._coll_bytes += send.nbytes * len(self.out_neighbors)
         self._coll_messages += len(self.out_neighbors)
         return [self.graph_comm.Ineighbor_allgather(send, self._sync_recv)]
 
     def finish_exchange(self, stop_round: int) -> tuple[np.ndarray, int, float]:
         """(in-neighbours' models as a fresh (deg, d) array, min stop round seen, latest available-at)."""
-        d = self._sync_send.size - 2
+        d = self._sync_d
         recv = self._sync_recv
         if recv.shape[0] == 0:
-            return np.empty((0, d)), stop_round, -math.inf
-        models = np.ascontiguousarray(recv[:, :d])
-        return models, min(stop_round, int(recv[:, d].min())), float(recv[:, d + 1].max())
+            return np.empty((0, d), self.dtype), stop_round, -math.inf
+        models = np.ascontiguousarray(recv[:, :d * self.dtype.itemsize]).view(self.dtype)
+        tail = np.ascontiguousarray(recv[:, -16:]).view(np.float64)
+        return models, min(stop_round, int(tail[:, 0].min())), float(tail[:, 1].max())
 
     def start_barrier(self) -> list[MPI.Request]:
         return [self.comm.Ibarrier()]

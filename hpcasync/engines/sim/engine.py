@@ -281,7 +281,7 @@ class Simulator:
         ex.posts[i][r] = (self.now + self.delays.comm(i), v.copy())
         ex.consumed[i][r] = 0
         self._block(i)
-        ex.waiting[i] = (r, np.empty((len(tr.in_neighbors), v.size)))
+        ex.waiting[i] = (r, np.empty((len(tr.in_neighbors), v.size), v.dtype))
         self._try_exchange(i)
         for j in tr.out_neighbors:
             self._try_exchange(j)

@@ -62,8 +62,9 @@ class SimTransport(Transport):
         self.dim = x0.size
         self.published = 0  # versions this agent has pushed
         self.received = np.zeros(len(in_neighbors), dtype=np.int64)  # newest version seen per in-neighbour
-        self.slots = np.tile(x0, (len(in_neighbors), 1)) if payload == "model" else np.empty((0, x0.size))
-        self.inbox = np.zeros_like(x0) if payload == "delta" else np.empty(0)
+        self.dtype = x0.dtype  # the problem's: float32 messages are half the bytes
+        self.slots = np.tile(x0, (len(in_neighbors), 1)) if payload == "model" else np.empty((0, x0.size), x0.dtype)
+        self.inbox = np.zeros_like(x0) if payload == "delta" else np.empty(0, x0.dtype)
         self.inbox_small: list[tuple[int, Any]] = []
         self.queued = Packet()
         self.busy = False
@@ -71,7 +72,7 @@ class SimTransport(Transport):
 
     # -- buffers -------------------------------------------------------------------------------
     def _buffer(self) -> np.ndarray:
-        return self._spare.pop() if self._spare else np.empty(self.dim)
+        return self._spare.pop() if self._spare else np.empty(self.dim, self.dtype)
 
     def recycle(self, packet: Packet) -> None:
         if packet.model is not None:
