@@ -47,7 +47,7 @@ def test_load_config_from_dict_file_and_object(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("section", "field", "value", "match"), [
-    ("algorithm", "alpha", -1.0, "algorithm.alpha: expected a step size > 0"),
+    ("algorithm", "alpha", -1.0, "algorithm.alpha: expected > 0, got -1.0"),
     ("algorithm", "alpha", "big", "algorithm.alpha: expected a number"),
     ("algorithm", "name", "nope", "algorithm.name: unknown name 'nope'"),
     ("topology", "n", 0, "topology.n: expected >= 1"),

@@ -273,7 +273,9 @@ def test_ctrl_c_to_mpiexec_ends_the_job_cleanly(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    # 130 = 128 + SIGINT; 9: a rank exits first with 130 and mpiexec kills (SIGKILL) the others on
+    # their way out, after the grace barrier (all files closed, which _closed_interrupted checks)
+    assert proc.returncode in (130, 9), err
     assert "Traceback" not in err, err
     assert [ln for ln in err.splitlines() if ln.startswith("hpcasync")] == [
         "hpcasync run: interrupted by SIGINT; files closed, marked complete = false"], err
