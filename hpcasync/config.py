@@ -127,6 +127,7 @@ class MpiSection:
     launcher: str = "mpiexec"  # mpiexec | srun
     flush_interval: float = 2.0  # seconds between HDF5 flushes
     progress: str = "auto"  # auto | off | thread: passive-target progress thread (engines/mpi/progress.py)
+    status_interval: float = 30.0  # seconds between status lines in a batch log (0: none; engines/mpi/status.py)
 
 
 @dataclass
@@ -254,6 +255,7 @@ RANGES: dict[str, Range] = {
     "eval.target_accuracy": _UNIT_OPEN_LOW,
     "mpi.time_unit": _POSITIVE,
     "mpi.flush_interval": _POSITIVE,
+    "mpi.status_interval": _NON_NEGATIVE,
 }
 
 

@@ -7,7 +7,8 @@ one ``Lock_all(MODE_NOCHECK)`` epoch (:mod:`.epoch`):
   the model published for the monitor, ``ITER`` the worker's update count
   (read by neighbours for staleness and by the monitor for the gradient
   column), ``TOTAL`` (rank 0 only) the job-wide gradient counter of a
-  gradient budget (``Fetch_and_op(SUM)``);
+  gradient budget (``Fetch_and_op(SUM)``), ``STALE`` the staleness the
+  worker last recorded (float64 bits; the live status line, :mod:`.status`);
 * a data window of two model buffers per worker (only when the job has a
   monitor rank).
 
@@ -32,8 +33,8 @@ from mpi4py import MPI
 from hpcasync.engines.mpi.dtypes import model_dtype, mpi_type
 from hpcasync.engines.mpi.epoch import Epoch
 
-SEQ, ITER, TOTAL = 0, 1, 2
-WORDS = 3
+SEQ, ITER, TOTAL, STALE = 0, 1, 2, 3
+WORDS = 4
 _W = MPI.INT64_T
 
 
@@ -61,6 +62,7 @@ class Board(Epoch):
             nbytes = 2 * self.dim * size if self.publishes else 0
             self._data_win, data = self.allocate(nbytes, self.dtype, disp_unit=size)  # displacements in elements
             self._words[:] = 0
+            self._words[STALE:STALE + 1].view(np.float64)[0] = np.nan
             if self.publishes:
                 data.reshape(2, self.dim)[:] = 0.0 if x0 is None else np.asarray(x0, self.dtype)
 
@@ -88,6 +90,23 @@ class Board(Epoch):
         """
         self.check_open()
         self._words[ITER] = k
+
+    def set_staleness(self, value: float) -> None:
+        """Make the staleness this worker last recorded visible (a local store, as :meth:`set_iteration`)."""
+        self.check_open()
+        self._words[STALE:STALE + 1].view(np.float64)[0] = value
+
+    def read_staleness(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
+        """``out[r] ←`` the staleness ``ranks[r]`` last recorded (float64; NaN before its first)."""
+        self.check_open()
+        words = np.zeros(len(ranks), np.int64)
+        win = self._words_win
+        for r, j in enumerate(ranks):
+            win.Get_accumulate([self._dummy, 1, _W], [words[r:r + 1], 1, _W], j, target=(STALE, 1, _W),
+                               op=MPI.NO_OP)
+        win.Flush_all()
+        out[:] = words.view(np.float64)
+        return out
 
     def read_iterations(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
         """``out[r] ←`` update count of ``ranks[r]`` (atomic remote reads, one flush)."""

@@ -10,7 +10,8 @@ gradients computed so far (the workers' update counters). Workers publish
 their model into their own window at most every ``publish_interval`` seconds
 (a local copy), so an evaluation sees models at most that old.
 
-The loop ends when the workers reach the end-of-run barrier; after their
+With a monitor it also reports the live status (:mod:`.status`) after each
+evaluation. The loop ends when the workers reach the end-of-run barrier; after their
 final publication (a second barrier) the monitor makes the final evaluation.
 """
 
@@ -27,6 +28,7 @@ from hpcasync.engines.evaluation import evaluate_average
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort, check_stop, mark_interrupted
+from hpcasync.engines.mpi.status import mean_staleness, reporter_for
 from hpcasync.engines.mpi.summary import print_summary, write_summary
 from hpcasync.engines.mpi.world import World
 from hpcasync.kernels import warmup
@@ -159,10 +161,20 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
         def clock() -> float:
             return time.perf_counter() - t0
 
+        status = reporter_for(setup.cfg, quiet)
+        stale = np.full(world.n, np.nan)
+
         def record(row: dict[str, float]) -> None:
             run_writer.append_eval(**row)
+            if status is not None:
+                board.read_staleness(range(world.n), stale)
+                status.update(row["wall_time"], row["gradients"], row.get("test_accuracy"), mean_staleness(stale))
 
-        final = monitor_loop(evaluator, comm, clock, setup.cfg.eval.interval, record)
+        try:
+            final = monitor_loop(evaluator, comm, clock, setup.cfg.eval.interval, record)
+        finally:
+            if status is not None:
+                status.close()
         # the workers' final wall time is their own; the monitor's clock is within a barrier of it
         wall = final["wall_time"]
         totals = int(final["gradients"])

@@ -71,6 +71,7 @@ from hpcasync.engines.mpi.rank_setup import (
     prepare,
     wait_request,
 )
+from hpcasync.engines.mpi.status import reporter_for
 from hpcasync.engines.mpi.summary import final_without_monitor
 from hpcasync.engines.mpi.transport import MpiTransport
 from hpcasync.engines.mpi.worker import Worker
@@ -148,6 +149,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0)
         progress = progress_mod.start(setup.cfg.mpi.progress, comm)  # stopped before any window is freed
         w = Worker(setup, world, writer, transport, board)
+        if run_writer is not None:  # rank 0 of a job without a monitor reports the live status
+            w.status = reporter_for(setup.cfg, quiet)
         _warmup(setup)
         if run_writer is not None:  # rank 0 without a monitor: evaluate x0 at time 0 like the simulator
             row = {"virtual_time": setup.virtual(0.0), "wall_time": 0.0, "gradients": 0.0,
@@ -160,6 +163,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         # -- end of run ---------------------------------------------------------------------
         transport.outbox.flush()
         wall = w.now()
+        if w.status is not None:
+            w.status.close()
         _wait_all(comm.Ibarrier())  # everyone stopped; every RMA op has completed at its target
         agent.finish(transport)
         board.set_iteration(agent.iteration)
@@ -179,6 +184,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         complete = True
     except BaseException as exc:
         progress_mod.stop(progress)
+        if w is not None and w.status is not None:
+            w.status.close()
         mark_interrupted(exc, writer, run_writer)
         close_writers((writer, run_writer), complete=False)
         if abort_on_error:

@@ -20,6 +20,7 @@ from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
 from hpcasync.engines.mpi.rank_setup import RunSetup
 from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
+from hpcasync.engines.mpi.status import StatusReporter, mean_staleness
 from hpcasync.engines.mpi.transport import NEVER, MpiTransport
 from hpcasync.engines.mpi.world import World
 from hpcasync.results.writer import AgentWriter
@@ -89,6 +90,8 @@ class Worker:
         self._next_publish = 0.0
         self._logged_iteration = 0
         self._nbr_iters = np.zeros(len(transport.in_neighbors), np.int64)
+        #: the live status (rank 0 of a job without a monitor, unless quiet; set by the runner)
+        self.status: StatusReporter | None = None
         # AD-PSGD: a passive agent's x is changed by peers; it steps under its own lock (see loop)
         pairs = transport.pairs
         self.pair_passive = pairs is not None and not pairs.active
@@ -251,6 +254,7 @@ class Worker:
             elif (self.t.slots is not None or self.t.pairs is not None) and self.t.in_neighbors:
                 self.board.read_iterations(self.t.in_neighbors, self._nbr_iters)
                 staleness = self.t.staleness(self._nbr_iters)
+                self.board.set_staleness(staleness)
             g = self._norm_pending
             if g is not None:
                 self.last_grad_norm = float(np.sqrt(np.dot(g, g)))
@@ -260,6 +264,8 @@ class Worker:
         if now >= self._next_flush:
             self.writer.flush()
             self._next_flush = now + self.flush_interval
+            if self.status is not None:
+                self._report_status(now)
         self.log_s += time.perf_counter() - t_log
         if now >= self._next_publish:
             t_pub = time.perf_counter()
@@ -267,6 +273,14 @@ class Worker:
             self.board.publish(self.t.pairs.snapshot if self.pair_passive else self.agent.model)
             self.monitor_s += time.perf_counter() - t_pub
             self._next_publish = now + self.publish_every
+
+    def _report_status(self, now: float) -> None:
+        """Rank 0 of a job without a monitor: the live status from every worker's board (one-sided)."""
+        assert self.status is not None
+        ranks = range(self.n)
+        iters = self.board.read_iterations(ranks, np.zeros(self.n, np.int64))
+        stale = self.board.read_staleness(ranks, np.zeros(self.n))
+        self.status.update(now, float(iters.sum()), None, mean_staleness(stale))
 
     # -- the loop -----------------------------------------------------------------------
     def loop(self) -> None:
