@@ -360,13 +360,11 @@ def validate(cfg: Config) -> None:
     DATASETS.validate(d.name)
     PROBLEMS.validate(cfg.problem.name)
     pr = cfg.problem
-    if pr.name == "torch":
-        require(bool(pr.model), "config field problem.model: the torch problem needs a model name "
-                                "(mlp, cnn, alexnet, vgg11, vgg13, resnet18, char-lstm or 'package.module:factory')")
+    PROBLEMS.get(pr.name).check_config(cfg)
     _one_of(pr.dtype, DTYPES, "problem.dtype")
     _one_of(pr.device, DEVICES, "problem.device")
     _one_of(d.partition, PARTITIONS, "data.partition")
-    if d.name in ("mnist", "cifar10", "shakespeare"):
+    if getattr(DATASETS.get(d.name), "needs_dir", False):
         require(bool(d.dir), f"config field data.dir: dataset {d.name!r} needs a local directory")
     DELAY_MODELS.validate(dl.model)
     _one_of(dl.compute_dist, COMPUTE_DISTS, "delays.compute_dist")

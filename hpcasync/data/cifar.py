@@ -103,7 +103,7 @@ def load_cifar10(directory: str | Path) -> Dataset:
     return Dataset("cifar10", X_train, y_train, _to_float(test_data), y_test, num_classes=10)
 
 
-@register_dataset("cifar10", kind="classification")
+@register_dataset("cifar10", kind="classification", needs_dir=True)
 def _cifar10(cfg: Any, seed: int) -> Dataset:
     require(bool(cfg.dir), "config field data.dir: dataset 'cifar10' needs a local directory")
     return load_cifar10(cfg.dir)

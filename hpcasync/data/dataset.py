@@ -83,13 +83,16 @@ DATASETS: Registry[Loader] = Registry("dataset", "data.name", package="hpcasync.
                                       check=_not_a_loader, plugins=True)
 
 
-def register_dataset(name: str, kind: str) -> Callable[[Loader], Loader]:
-    """Decorator: make a loader ``(cfg: DataSection, seed) -> Dataset`` available as ``data.name``."""
+def register_dataset(name: str, kind: str, needs_dir: bool = False) -> Callable[[Loader], Loader]:
+    """Decorator: make a loader ``(cfg: DataSection, seed) -> Dataset`` available as ``data.name``.
+
+    ``needs_dir``: it reads files from ``data.dir`` (config validation then requires the field)."""
     if kind not in DATA_KINDS:
         raise ValueError(f"dataset {name!r}: kind {kind!r} is not one of {', '.join(DATA_KINDS)}")
 
     def deco(fn: Loader) -> Loader:
         fn.kind = kind  # type: ignore[attr-defined]
+        fn.needs_dir = needs_dir  # type: ignore[attr-defined]
         return DATASETS.add(name, fn)
     return deco
 

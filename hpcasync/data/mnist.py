@@ -130,7 +130,7 @@ def load_mnist(directory: str | Path) -> Dataset:
     return Dataset("mnist", X_train, y_train, X_test, y_test, num_classes=10)
 
 
-@register_dataset("mnist", kind="classification")
+@register_dataset("mnist", kind="classification", needs_dir=True)
 def _mnist(cfg: Any, seed: int) -> Dataset:
     require(bool(cfg.dir), "config field data.dir: dataset 'mnist' needs a local directory")
     return load_mnist(cfg.dir)

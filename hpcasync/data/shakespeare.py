@@ -13,7 +13,7 @@ from hpcasync.data.dataset import Dataset, register_dataset
 from hpcasync.errors import UserError
 
 
-@register_dataset("shakespeare", kind="classification")
+@register_dataset("shakespeare", kind="classification", needs_dir=True)
 def _shakespeare(cfg: Any, seed: int) -> Dataset:
     raise UserError("config field data.name 'shakespeare': character sequences are read by the torch problem "
                     "only; use problem.name = 'torch' with problem.model = 'char-lstm'")

@@ -96,6 +96,11 @@ class Problem(abc.ABC):
     #: dtype of x (and of every model buffer the engines allocate): float64 unless configured
     dtype: np.dtype = np.dtype(np.float64)
 
+    @classmethod  # noqa: B027 - an optional hook
+    def check_config(cls, cfg: Any) -> None:
+        """Raise a one-line :class:`UserError` for config fields this problem needs and ``cfg`` lacks
+        (called by config validation, before anything is loaded; nothing by default)."""
+
     @classmethod
     def from_config(cls, cfg: Any, n_agents: int) -> Problem:
         """The problem of config ``cfg`` split among ``n_agents`` agents (seed ``cfg.run.seed``)."""

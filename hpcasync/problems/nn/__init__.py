@@ -65,6 +65,12 @@ class TorchNetwork(Problem):
     data_kind: ClassVar[str] = "classification"
 
     @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        if not cfg.problem.model:
+            raise UserError("config field problem.model: the torch problem needs a model name (mlp, cnn, alexnet, "
+                            "vgg11, vgg13, resnet18, char-lstm or 'package.module:factory')")
+
+    @classmethod
     def from_config(cls, cfg: Any, n_agents: int) -> Problem:
         return build(cfg, n_agents)
 
