@@ -62,15 +62,17 @@ and does not stop the others. The expanded config of every run is written to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 import tomllib
 import traceback
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -171,7 +173,7 @@ def execute_sim(config_toml: str, out_dir: str) -> str:
     from hpcasync.engines.sim.runner import simulate
 
     cfg = config_mod.from_dict(tomllib.loads(config_toml), source=f"run {out_dir}")
-    sim = simulate(cfg, Path(out_dir))
+    sim = simulate(cfg, Path(out_dir), progress=_stop_if_interrupted)
     return _summary(sim.evaluations, cfg.eval.target_accuracy)
 
 
@@ -189,6 +191,35 @@ def execute_command(command: list[str], timeout: float | None) -> str:
         raise RunFailedError(f"exit status {proc.returncode}: {why}")
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "ok"
+
+
+#: a pool worker received Ctrl-C (see _worker_sigint)
+_interrupted = False
+
+
+#: after Ctrl-C, how long the sweep waits for the runs in flight to close their files before it ends
+#: its workers
+STOP_GRACE_S = 10.0
+
+
+def _worker_sigint(signum: int, frame: object) -> None:
+    """Ctrl-C in a pool worker is only noted: a simulated run stops at its next evaluation
+    (:func:`_stop_if_interrupted`: KeyboardInterrupt there closes its files, marked interrupted), an MPI
+    run's launcher has the Ctrl-C itself. Raised here it could land in a GC callback (Python prints and
+    drops it) or in an idle worker (multiprocessing prints a traceback; dying inside the task queue's
+    lock hangs the pool): the interrupted sweep ends its workers itself."""
+    global _interrupted
+    _interrupted = True
+
+
+def _stop_if_interrupted(now: float) -> None:
+    if _interrupted:
+        raise KeyboardInterrupt
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, _worker_sigint)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # forked with it blocked (_run_pool)
 
 
 def _execute(job: dict[str, Any]) -> Outcome:
@@ -281,17 +312,36 @@ def run_sweep(sweep: Sweep, *, force: bool = False, echo: Callable[[str], None] 
     return result
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ctrl-C waits until the block ends, then raises KeyboardInterrupt. Workers are forked inside
+    ``submit``: interrupted half-way, the pool would not know a worker it forked (an orphan). Another
+    thread (tqdm's monitor) may receive the signal, so Python's handler is replaced too, not only the
+    main thread's mask; the mask is what a forked worker inherits until :func:`_worker_init`."""
+    got: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+    if got:
+        raise KeyboardInterrupt
+
+
 def _run_pool(jobs: list[dict[str, Any]], workers: int, record: Callable[[Outcome], None]) -> None:
     """At most ``workers`` runs in flight. A worker that dies (killed, segfault) breaks the pool: the runs
     in flight at that moment are reported failed, a new pool takes the rest (a re-run retries them)."""
     queue = list(jobs)
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
     inflight: dict[Future[Outcome], dict[str, Any]] = {}
     try:
         while queue or inflight:
-            while queue and len(inflight) < workers:
-                job = queue.pop(0)
-                inflight[pool.submit(_execute, job)] = job
+            with _sigint_deferred():
+                while queue and len(inflight) < workers:
+                    job = queue.pop(0)
+                    inflight[pool.submit(_execute, job)] = job
             finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
             broken = False
             for fut in finished:
@@ -306,11 +356,15 @@ def _run_pool(jobs: list[dict[str, Any]], workers: int, record: Callable[[Outcom
                     record(Outcome(job["name"], False, "its worker process died (killed or crashed)"))
                 inflight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=workers)
+                pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
     except BaseException:
         for fut in inflight:
             fut.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        # the runs in flight had the same Ctrl-C (one process group): they close their files and return
+        wait(inflight, timeout=STOP_GRACE_S)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
 

@@ -303,3 +303,76 @@ def test_report_after_the_runs_and_report_only(tmp_path, capsys):
     assert "report: 4 runs" in capsys.readouterr().out
     nothing = sweep_file(tmp_path, '[sweep]\n"run.seed" = [1]')
     assert main(["sweep", str(nothing), "--report-only"]) == 2
+
+
+# -- Ctrl-C (SIGINT to the sweep's process group, as a terminal sends it) ------------------------------
+
+
+def _interrupt_sweep(tmp_path: Path, after: float, wait_for_runs: int,
+                     axis: tuple[str, str] = ("run.seed", "[1, 2, 3]"),
+                     finished: int = 0) -> tuple[int, str, float, Path]:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "base.toml").write_text(BASE.replace("time = 12.0", "time = 1e6"))
+    (tmp_path / "s.toml").write_text(textwrap.dedent(f"""\
+        [base]
+        config = "base.toml"
+        [sweep]
+        "{axis[0]}" = {axis[1]}
+        [sweep.options]
+        name = "s{{{axis[0]}}}"
+        out = "{tmp_path / 'out'}"
+        jobs = 2
+        """))
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "hpcasync", "sweep", str(tmp_path / "s.toml")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "sweep …: 3 runs, …": the pool starts now
+        assert "to run" in first, first
+        deadline = time.monotonic() + 120
+        while len(list((tmp_path / "out").glob("*/run.h5"))) < wait_for_runs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while finished and time.monotonic() < deadline:  # until that many runs' lines are printed
+            if "done" in proc.stdout.readline():
+                finished -= 1
+        time.sleep(after)
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        ended = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, err, ended, tmp_path / "out"
+
+
+@pytest.mark.parametrize(("after", "runs"), [(1.0, 2), (0.0, 0)])
+def test_ctrl_c_ends_a_parallel_sweep_cleanly(tmp_path: Path, after: float, runs: int) -> None:
+    """Ctrl-C while two runs compute (files marked interrupted, closed) and while the workers start:
+    exit 130 within seconds, one line."""
+    rc, err, ended, out = _interrupt_sweep(tmp_path, after, runs)
+    assert rc == 130 and ended < 30, (rc, ended, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "hpcasync sweep: interrupted", err
+    files = list(out.glob("*/*.h5"))
+    assert len(files) >= (5 * runs)  # run.h5 + 4 agent files per run that had started
+    for p in files:
+        with h5py.File(p, "r") as f:  # closed: opens plainly
+            assert not bool(f.attrs["complete"]) and f.attrs["interrupted"] == "SIGINT", p
+
+
+def test_ctrl_c_with_an_idle_worker_prints_no_traceback(tmp_path: Path) -> None:
+    """One run finished, its worker waits for work that will not come, the other run computes: the idle
+    worker leaves quietly (multiprocessing printed a KeyboardInterrupt traceback), the busy one closes its
+    files."""
+    rc, err, ended, out = _interrupt_sweep(tmp_path, 0.5, 2, axis=("budget.time", "[12.0, 1e6]"),
+                                           finished=1)
+    assert rc == 130 and ended < 30, (rc, ended, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "hpcasync sweep: interrupted", err
+    runs = {p.parent.name: open_run(p.parent) for p in out.glob("*/run.h5")}
+    assert sorted(r.complete for r in runs.values()) == [False, True], err
