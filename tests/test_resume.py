@@ -219,3 +219,32 @@ def test_alg3_invariant_after_resume(tmp_path: Path) -> None:
     for i, a in enumerate(sim.agents):
         expected = sum(W[i, j] * xs[j] for j in range(sim.n) if j != i)
         np.testing.assert_allclose(a.s, expected, rtol=1e-10, atol=1e-12)
+
+
+# -- job scripts: resume when a checkpoint exists, requeue after a checkpointed stop ----------------------
+@pytest.mark.parametrize("scheduler", ["slurm", "pbs"])
+def test_job_script_resumes_when_a_checkpoint_exists(scheduler: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(make_config().to_toml())
+    script = tmp_path / "job.sh"
+    out = tmp_path / "run"
+    assert main(["jobscript", str(cfg), "--scheduler", scheduler, "--out", str(out), "-o", str(script)]) == 0
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    for tool, status in (("srun", 138), ("mpiexec", 0), ("scontrol", 0), ("python", 0)):
+        (bin_dir / tool).write_text(f'#!/bin/bash\necho "{tool} $*" >> {calls}\nexit {status}\n')
+        (bin_dir / tool).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="42")
+    subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=30)
+    first = calls.read_text()
+    assert f"--out {out}" in first and "--resume" not in first and "scontrol" not in first
+    calls.unlink()
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "rank-00000.h5").write_bytes(b"")
+    subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=30)
+    second = calls.read_text()
+    assert f"run {cfg} --resume {out}" in second and "--out" not in second.split("\n")[0]
+    if scheduler == "slurm":  # stopped by SIGUSR1 (138) with a checkpoint: the job requeues itself
+        assert "scontrol requeue 42" in second

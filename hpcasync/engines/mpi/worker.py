@@ -18,7 +18,7 @@ from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, Neigh
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
-from hpcasync.engines.mpi.rank_setup import RunSetup
+from hpcasync.engines.mpi.rank_setup import RunSetup, stop_signal
 from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
 from hpcasync.engines.mpi.transport import NEVER, MpiTransport
 from hpcasync.engines.mpi.world import World
@@ -42,7 +42,15 @@ def diameter(graph: nx.Graph, n: int) -> int:
 
 
 class Worker:
-    """The per-rank loop of one agent."""
+    """The per-rank loop of one agent.
+
+    With ``checkpoints`` (engines/mpi/checkpoint.py) a stop signal does not raise: it ends the run
+    like a spent budget — asynchronous ranks at their next gradient, synchronous ones after an agreed
+    round — so every rank reaches the end-of-run path and writes a consistent checkpoint.
+    """
+
+    #: tests: behave as if SIGUSR1 arrived once the agent has made this many steps (0: never)
+    stop_at_iteration = 0
 
     def __init__(self, setup: RunSetup, world: World, writer: AgentWriter, transport: MpiTransport,
                  board: Board) -> None:
@@ -93,6 +101,21 @@ class Worker:
         pairs = transport.pairs
         self.pair_passive = pairs is not None and not pairs.active
         self.max_pad_sleep = PAIR_POLL_S if self.pair_passive else MAX_PAD_SLEEP_S
+        self.checkpoints = False  # set by the runner where this run can be checkpointed
+        self.stop_signal = 0  # the signal that stops this run with a checkpoint
+        self._signal_proposed = False
+        self.bytes0 = self.messages0 = 0  # cumulative counters of the run before a resume
+        self.elapsed0 = 0.0  # wall seconds of the run before a resume
+        self.checkpoint_s = 0.0
+
+    def _signals(self) -> None:
+        """A safe point: raise a stop signal (TerminatedError), or note it when checkpointing."""
+        if not self.checkpoints:
+            check_stop_signal()
+        elif not self.stop_signal:
+            self.stop_signal = stop_signal()
+            if not self.stop_signal and self.stop_at_iteration and self.agent.iteration >= self.stop_at_iteration:
+                self.stop_signal = 10  # SIGUSR1
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -109,14 +132,15 @@ class Worker:
         return self._total >= self.budget_gradients
 
     def _async_stop(self, now: float, adding: int = 0) -> bool:
-        return now >= self.budget_time or (self.budget_gradients > 0 and self._gradient_budget_spent(now, adding))
+        return (now >= self.budget_time or self.stop_signal > 0
+                or (self.budget_gradients > 0 and self._gradient_budget_spent(now, adding)))
 
     # -- ops ----------------------------------------------------------------------------
     def _sleep_until(self, until: float, check_stop: bool) -> bool:
         """Sleep until ``until`` landing outbox transmissions on time; True if the budget ran out."""
         outbox = self.t.outbox
         while True:
-            check_stop_signal()
+            self._signals()
             if self.pair_passive:
                 self.t.progress()  # serve peers' locks on this agent's model
             now = self.now()
@@ -171,7 +195,7 @@ class Worker:
         start = self.now()
         sleep = 2e-5
         while not MPI.Request.Testall(reqs):
-            check_stop_signal()
+            self._signals()
             time.sleep(sleep)
             sleep = min(2 * sleep, MAX_WAIT_SLEEP_S)
         self.idle_s += self.now() - start
@@ -180,7 +204,10 @@ class Worker:
         return now + self.delays.comm(self.rank) * self.unit if self.delays_on else now
 
     def _propose_stop(self, now: float, lag: int) -> None:
-        if self.stop_after == NEVER and now >= self.budget_time:
+        if self.stop_signal and not self._signal_proposed:  # stop early for a checkpoint
+            self._signal_proposed = True
+            self.stop_after = min(self.stop_after, self.rounds + lag)
+        elif self.stop_after == NEVER and now >= self.budget_time:
             self.stop_after = self.rounds + lag
 
     def _allreduce(self, v: np.ndarray) -> np.ndarray:
@@ -256,7 +283,7 @@ class Worker:
                 self.last_grad_norm = float(np.sqrt(np.dot(g, g)))
                 self._norm_pending = None
             self.writer.append(now, self.setup.virtual(now), it, self.last_loss, self.last_grad_norm,
-                               self.t.bytes_sent, self.t.messages_sent, staleness)
+                               self.bytes0 + self.t.bytes_sent, self.messages0 + self.t.messages_sent, staleness)
         if now >= self._next_flush:
             self.writer.flush()
             self._next_flush = now + self.flush_interval
@@ -274,7 +301,7 @@ class Worker:
         value: Any = None
         try:
             while True:
-                check_stop_signal()
+                self._signals()
                 t_step = time.perf_counter()
                 comm0 = self.t.comm_s
                 op = self._send(gen, value)
