@@ -13,11 +13,14 @@ sampling state, its delay streams, the loop's counters and the number of
 rows in its files. This is the drained equivalent of the send queues: at the
 checkpoint no message is in flight.
 
-What MPI checkpoints: synchronous algorithms (their state is the round's)
-and delta algorithms (Alg. 3: s_i lies in the accumulator window, which a
-resumed rank starts from). Algorithms whose state includes their
-neighbours' model slots (ADSGD, RFAST) or a pair window (AD-PSGD) are not
-yet checkpointed on MPI (:func:`refusal`); the simulator resumes them all.
+What lives in windows is put back before the resumed ranks start (a
+barrier): Alg. 3's s_i is the accumulator window's initial content; AD-PSGD's
+x_i its pair window's; the model slots (ADSGD, RFAST) are refilled by each
+rank publishing again, under the same model number, the message it had
+published last — read back from an out-neighbour's window at the
+checkpoint (``fetch_published``) — so every slot holds what it held.
+Synchronous runs continue exactly; asynchronous ones continue from this
+consistent state (their interleaving depends on timing anyway).
 """
 
 from __future__ import annotations
@@ -45,11 +48,7 @@ def refusal(cls: type[Algorithm]) -> str | None:
     """Why the MPI engine cannot checkpoint algorithm ``cls`` (None: it can)."""
     if not cls.resumable:
         return "it cannot resume from a checkpoint (resumable = False)"
-    if cls.synchronous or cls.payload == "delta":
-        return None
-    if cls.payload == "model":
-        return "its neighbours' model slots are not checkpointed on MPI yet (the simulator resumes it)"
-    return "its pair window is not checkpointed on MPI yet (the simulator resumes it)"
+    return None
 
 
 def path_of(out: Path, rank: int) -> Path:
@@ -77,7 +76,12 @@ def save_worker(out: Path, w: Any, wall: float, signame: str, run_rows: int | No
         "wall": float(wall), "bytes_sent": int(w.bytes0 + w.t.bytes_sent),
         "messages_sent": int(w.messages0 + w.t.messages_sent), "rows": int(w.writer.rows),
         "run_rows": -1 if run_rows is None else int(run_rows),
+        "versions": np.array(w.t.versions, np.int64),
     }
+    slots = w.t.slots
+    if slots is not None and w.t.out_neighbors:  # what the out-neighbours' slots hold of this rank
+        message = np.empty(w.t.message_dim, w.t.dtype)
+        state["published"] = {"message": message, "number": int(slots.fetch_published(message))}
     checkpoint.write(path_of(out, rank), state, _attrs(setup.cfg, rank, setup.world.comm.Get_size(), signame))
     return time.perf_counter() - t0
 
@@ -112,6 +116,13 @@ def restore_rank(setup: Any, state: dict[str, Any]) -> None:
     setup.oracle.load_state_dict(state["oracle"])
     setup.delays.compute_rngs[rank].bit_generator.state = json.loads(state["delays"]["compute"])
     setup.delays.comm_rngs[rank].bit_generator.state = json.loads(state["delays"]["comm"])
+
+
+def restore_windows(transport: Any, state: dict[str, Any]) -> None:
+    """Refill the out-neighbours' slots with this rank's last message (collective: a barrier follows)."""
+    if "published" in state and transport.slots is not None:
+        transport.slots.publish_as(state["published"]["message"], state["published"]["number"])
+    transport.versions[...] = state["versions"]
 
 
 def restore_worker(w: Any, state: dict[str, Any]) -> None:

@@ -153,6 +153,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         w.checkpoints = mpi_checkpoint.refusal(type(agent)) is None
         resumed = setup.resume_state
         if resumed is not None:
+            mpi_checkpoint.restore_windows(transport, resumed)
             mpi_checkpoint.restore_worker(w, resumed)
             if w.budget_gradients:
                 w._total = board.add_total(w.gradients)  # the job-wide counter starts where it was
