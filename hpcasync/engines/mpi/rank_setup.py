@@ -85,6 +85,7 @@ class RankResult:
     wall_s: float = 0.0
     out_dir: Path | None = None
     interrupted: str = ""  # the signal that stopped the run with a checkpoint (resume it)
+    checkpoint_s: float = 0.0  # seconds this rank took to write its checkpoint
 
 
 def abort(comm: MPI.Comm, rank: int, exc: BaseException) -> None:

@@ -178,6 +178,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         result.agent, result.transport = agent, transport
         if stopped:
             result.interrupted = _checkpoint(w, stopped, wall, writer, run_writer)
+            result.checkpoint_s = w.checkpoint_s
             result.wall_s = wall
             complete = False
             raise _CheckpointedError
