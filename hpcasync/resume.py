@@ -24,23 +24,23 @@ from hpcasync.results.h5check import BrokenFileError, check_file
 IGNORED = {("run", "name"), ("run", "out"), ("data", "dir")}
 
 
-def stored_config(run_dir: Path) -> tuple[Config, bool]:
+def stored_config(run_dir: Path, option: str = "--resume") -> tuple[Config, bool]:
     """(the config run.h5 stores, whether the run is complete); UserError if ``run_dir`` is no readable run."""
     import h5py
 
     run_dir = Path(run_dir)
     path = run_dir / schema.RUN_FILENAME
     if not run_dir.is_dir():
-        raise UserError(f"--resume {run_dir}: not a directory")
+        raise UserError(f"{option} {run_dir}: not a directory")
     if not path.is_file():
-        raise UserError(f"--resume {run_dir}: no {schema.RUN_FILENAME}; not a run directory")
+        raise UserError(f"{option} {run_dir}: no {schema.RUN_FILENAME}; not a run directory")
     try:
         check_file(path)
         with h5py.File(path, "r", swmr=True) as f:
             toml = f[schema.CONFIG_GROUP].attrs["toml"]
             complete = bool(f.attrs.get("complete", False))
     except (BrokenFileError, OSError, KeyError) as exc:
-        raise UserError(f"--resume {run_dir}: {path.name} is unreadable ({exc})") from None
+        raise UserError(f"{option} {run_dir}: {path.name} is unreadable ({exc})") from None
     return config_from_toml(toml, str(path)), complete
 
 

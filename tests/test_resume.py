@@ -248,3 +248,14 @@ def test_job_script_resumes_when_a_checkpoint_exists(scheduler: str, tmp_path: P
     assert f"run {cfg} --resume {out}" in second and "--out" not in second.split("\n")[0]
     if scheduler == "slurm":  # stopped by SIGUSR1 (138) with a checkpoint: the job requeues itself
         assert "scontrol requeue 42" in second
+
+
+# -- trace replay: refusals (the replay itself is tested on MPI, tests/mpi/test_replay_mpi.py) ----------
+def test_replay_refusals(interrupted: Path, tmp_path: Path, capsys) -> None:
+    assert cli("--replay", str(interrupted)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a sim run; replay needs a run of `hpcasync run` (MPI)" in err and len(err.splitlines()) == 1
+    assert cli("c.toml", "--replay", str(interrupted)) == 2
+    assert "CONFIG, --set and --resume do not apply" in capsys.readouterr().err
+    assert cli("--replay", str(tmp_path / "nowhere")) == 2
+    assert f"--replay {tmp_path / 'nowhere'}: not a directory" in capsys.readouterr().err

@@ -3,6 +3,11 @@
 SIGTERM, SIGUSR1 (SLURM's ``--signal``) and SIGINT (Ctrl-C) stop the run at
 the next event boundary and write a checkpoint to RUN_DIR/checkpoint/sim.h5;
 ``hpcasync simulate --resume RUN_DIR`` continues it exactly.
+
+``hpcasync simulate --replay RUN_DIR [--out DIR]`` replays an MPI run: the
+simulator with the computation and communication times the run recorded
+(engines/sim/replay.py), into DIR (default RUN_DIR/replay). A replay is not
+checkpointed.
 """
 
 from __future__ import annotations
@@ -27,11 +32,31 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description=__doc__)
     add_config_args(p, resumable=True)
     add_out_args(p)
+    p.add_argument("--replay", metavar="RUN_DIR",
+                   help="replay the MPI run in RUN_DIR with its recorded times (default --out RUN_DIR/replay)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpcasync.engines.sim import replay
+    from hpcasync.errors import UserError
+
+    if args.config is not None or args.resume is not None or args.overrides:
+        raise UserError("--replay RUN_DIR: replays the run's own config; CONFIG, --set and --resume do not apply")
+    cfg, delays = replay.load(Path(args.replay))
+    out = Path(args.out) if args.out else Path(args.replay) / "replay"
+    rundir.claim(out, args.overwrite)
+    sim = simulate(cfg, out, delays=delays)
+    print(f"replay of {args.replay}: {cfg.algorithm.name} t={sim.now:.1f} gradients={sim.gradients} -> {out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.replay is not None:
+        return _replay(args)
     cfg = load_config(args)
     out = run_dir(cfg, args)
     resume = args.resume is not None

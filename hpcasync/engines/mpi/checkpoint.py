@@ -77,6 +77,7 @@ def save_worker(out: Path, w: Any, wall: float, signame: str, run_rows: int | No
         "messages_sent": int(w.messages0 + w.t.messages_sent), "rows": int(w.writer.rows),
         "run_rows": -1 if run_rows is None else int(run_rows),
         "versions": np.array(w.t.versions, np.int64),
+        "trace": {"compute": np.array(w.trace.compute, np.float32), "comm": np.array(w.trace.comm, np.float32)},
     }
     slots = w.t.slots
     if slots is not None and w.t.out_neighbors:  # what the out-neighbours' slots hold of this rank

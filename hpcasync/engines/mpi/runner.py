@@ -150,9 +150,12 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0)
         progress = progress_mod.start(setup.cfg.mpi.progress, comm)  # stopped before any window is freed
         w = Worker(setup, world, writer, transport, board)
+        transport.outbox.on_transmission = w.trace.add_comm  # measured link times, for replay
         w.checkpoints = mpi_checkpoint.refusal(type(agent)) is None
         resumed = setup.resume_state
         if resumed is not None:
+            w.trace.compute.extend(resumed["trace"]["compute"].tolist())
+            w.trace.comm.extend(resumed["trace"]["comm"].tolist())
             mpi_checkpoint.restore_windows(transport, resumed)
             mpi_checkpoint.restore_worker(w, resumed)
             if w.budget_gradients:
@@ -203,6 +206,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
             abort(comm, rank, exc)
         raise
     close_writers((writer, run_writer), complete=complete)
+    assert w is not None
+    w.trace.write(writer.path)
     if complete and setup.resume_state is not None:
         mpi_checkpoint.remove(setup.cfg_out, world.rank)
     # collective frees, only on the success path (a failed rank aborts the job instead)

@@ -20,6 +20,7 @@ from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
 from hpcasync.engines.mpi.rank_setup import RunSetup, stop_signal
 from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
+from hpcasync.engines.mpi.trace import Trace
 from hpcasync.engines.mpi.transport import NEVER, MpiTransport
 from hpcasync.engines.mpi.world import World
 from hpcasync.results.writer import AgentWriter
@@ -106,6 +107,9 @@ class Worker:
         self._signal_proposed = False
         self.bytes0 = self.messages0 = 0  # cumulative counters of the run before a resume
         self.elapsed0 = 0.0  # wall seconds of the run before a resume
+        self.trace = Trace()  # computation and communication times, for replay (engines/mpi/trace.py)
+        transport.trace = self.trace
+        self._cycle: tuple[float, float] | None = None  # (start, idle_s) of the gradient step in progress
         self.checkpoint_s = 0.0
 
     def _signals(self) -> None:
@@ -201,7 +205,11 @@ class Worker:
         self.idle_s += self.now() - start
 
     def _available_at(self, now: float) -> float:
-        return now + self.delays.comm(self.rank) * self.unit if self.delays_on else now
+        if not self.delays_on:
+            return now
+        travel = self.delays.comm(self.rank) * self.unit
+        self.trace.add_comm(travel)
+        return now + travel
 
     def _propose_stop(self, now: float, lag: int) -> None:
         if self.stop_signal and not self._signal_proposed:  # stop early for a checkpoint
@@ -240,7 +248,9 @@ class Worker:
             # for a round trip, comm(rank) + comm(peer), then averaged with the peer's model of that
             # moment. The response leg follows the peer's delay *distribution*, drawn here from this
             # rank's own peer stream (delays.comm_from), not from the peer's own random stream.
-            transfer = (self.delays.comm(self.rank) + self.delays.comm_from(peer, self.peer_comm_rng)) * self.unit
+            own = self.delays.comm(self.rank) * self.unit
+            self.trace.add_comm(own)
+            transfer = own + self.delays.comm_from(peer, self.peer_comm_rng) * self.unit
 
             def hold() -> None:
                 self._delay_until(self.now() + transfer)
@@ -307,6 +317,10 @@ class Worker:
                 op = self._send(gen, value)
                 self.mix_s += time.perf_counter() - t_step - (self.t.comm_s - comm0)
                 now = self.now()
+                if self._cycle is not None:  # the gradient's step is over: its busy time, for replay
+                    self.trace.add_compute(now - self._cycle[0] - (self.idle_s - self._cycle[1]))
+                    self._cycle = None
+                self.trace.end_step()
                 self.t.outbox.poll(now + self.t0)
                 self._after_step(now)
                 kind = type(op)
@@ -319,6 +333,7 @@ class Worker:
                     x = op.x
                     if self.pair_passive and x is self.t.pairs.x:
                         x = self.t.pairs.snapshot  # peers may average into x meanwhile
+                    self._cycle = (now, self.idle_s)
                     value = self._compute(x)
                     if value is None:
                         break

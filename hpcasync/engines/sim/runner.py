@@ -75,15 +75,18 @@ class _Tee:
 
 
 def build_simulator(cfg: Config, recorder: Recorder | None = None,
-                    progress: Callable[[float], None] | None = None) -> Simulator:
-    """Everything ``cfg`` describes, wired into a :class:`Simulator` that has not run yet."""
+                    progress: Callable[[float], None] | None = None,
+                    delays: delay_models.DelayModel | None = None) -> Simulator:
+    """Everything ``cfg`` describes, wired into a :class:`Simulator` that has not run yet
+    (``delays``: instead of the config's delay model, e.g. a trace replay's)."""
     check_supported(algorithms.get(cfg.algorithm.name), SimTransport.features, "sim", cfg.algorithm.name)
     topology = build_topology(cfg)
     problem = problems.build(cfg, topology.n)
     x0 = problem.init_params(cfg.run.seed)
     agents = [build_agent(cfg, topology, i, x0) for i in range(topology.n)]
     oracles = [problem.oracle(i, cfg.run.seed) for i in range(topology.n)]
-    delays = delay_models.build(cfg.delays, topology.n, cfg.run.seed)
+    if delays is None:
+        delays = delay_models.build(cfg.delays, topology.n, cfg.run.seed)
     sim = Simulator(agents, oracles, topology, delays, budget_time=cfg.budget.time,
                     budget_gradients=cfg.budget.gradients, evaluate=problem.evaluate,
                     eval_interval=cfg.eval.interval, log_every=cfg.eval.log_every,
@@ -94,7 +97,7 @@ def build_simulator(cfg: Config, recorder: Recorder | None = None,
 
 def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | None = None,
              tee: Recorder | None = None, *, resume: bool = False, stop_requests: list[int] | None = None,
-             interrupt_at_events: int = 0) -> Simulator:
+             interrupt_at_events: int = 0, delays: delay_models.DelayModel | None = None) -> Simulator:
     """Run ``cfg`` in the simulator, writing ``out_dir``; return the finished simulator.
     ``tee`` also receives every record written (e.g. a :class:`MemoryRecorder`).
 
@@ -112,7 +115,7 @@ def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | Non
     complete = False
     try:
         recorder = HDF5Recorder()
-        sim = build_simulator(cfg, recorder if tee is None else _Tee(recorder, tee), progress)
+        sim = build_simulator(cfg, recorder if tee is None else _Tee(recorder, tee), progress, delays)
         if stop_requests is not None:
             sim.stop_requests = stop_requests
         sim.interrupt_at_events = interrupt_at_events
