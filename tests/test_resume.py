@@ -259,3 +259,17 @@ def test_replay_refusals(interrupted: Path, tmp_path: Path, capsys) -> None:
     assert "CONFIG, --set and --resume do not apply" in capsys.readouterr().err
     assert cli("--replay", str(tmp_path / "nowhere")) == 2
     assert f"--replay {tmp_path / 'nowhere'}: not a directory" in capsys.readouterr().err
+
+
+def test_torch_model_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """float32 torch models: the oracle's torch augmentation stream and torch's global stream are saved."""
+    pytest.importorskip("torch")
+    cfg = make_config(problem={"name": "torch", "model": "cnn", "dtype": "float32", "augment": True},
+                      algorithm={"name": "adsgd", "alpha": 0.3, "batch_size": 16}, budget={"time": 6.0},
+                      eval={"interval": 2.0})
+    simulate(cfg, tmp_path / "full")
+    simulate(cfg, tmp_path / "cut", interrupt_at_events=40)
+    simulate(cfg, tmp_path / "cut", resume=True)
+    a, b = read_run(tmp_path / "full"), read_run(tmp_path / "cut")
+    assert a["models"].dtype == np.float32
+    assert_same(b, a)

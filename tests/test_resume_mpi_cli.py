@@ -48,7 +48,8 @@ def test_sigusr1_to_mpiexec_then_resume(tmp_path: Path) -> None:
     assert proc.returncode == 128 + signal.SIGUSR1, err
     assert "Traceback" not in err, err
     lines = [ln for ln in err.splitlines() if ln.startswith("hpcasync")]
-    assert len(lines) == 1 and lines[0].startswith("hpcasync run: interrupted by SIGUSR1; checkpoint written"), err
+    assert len(lines) == 1 and lines[0].startswith("hpcasync run: interrupted by SIGUSR1; files closed"), err
+    assert "checkpoint written to" in lines[0] and f"hpcasync run --resume {out}" in lines[0], err
     assert sorted(p.name for p in (out / "checkpoint").glob("*.h5")) == [f"rank-{r:05d}.h5" for r in range(5)]
     cut = {}
     for r in range(4):

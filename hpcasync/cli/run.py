@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return 128 + exc.signum
     if result.interrupted:
         if rank == 0:
-            print(f"hpcasync run: interrupted by {result.interrupted}; checkpoint written to {out}/checkpoint "
+            print(f"hpcasync run: interrupted by {result.interrupted}; files closed, marked complete = false; "
+                  f"checkpoint written to {out}/checkpoint "
                   f"(rank 0: {result.checkpoint_s:.3f} s); "
                   f"continue with: hpcasync run --resume {out}", file=sys.stderr, flush=True)
         return 128 + int(signal.Signals[result.interrupted])
