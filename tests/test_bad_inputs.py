@@ -277,8 +277,9 @@ def test_ctrl_c_to_mpiexec_ends_the_job_cleanly(tmp_path: Path) -> None:
     # their way out, after the grace barrier (all files closed, which _closed_interrupted checks)
     assert proc.returncode in (130, 9), err
     assert "Traceback" not in err, err
-    assert [ln for ln in err.splitlines() if ln.startswith("hpcasync")] == [
-        "hpcasync run: interrupted by SIGINT; files closed, marked complete = false"], err
+    lines = [ln for ln in err.splitlines() if ln.startswith("hpcasync")]
+    assert len(lines) == 1, err  # (a checkpointable algorithm's line goes on: "; checkpoint written to …")
+    assert lines[0].startswith("hpcasync run: interrupted by SIGINT; files closed, marked complete = false"), err
     _closed_interrupted(out, 4, "SIGINT")
 
 
@@ -299,7 +300,8 @@ def test_ctrl_c_to_simulate(tmp_path: Path) -> None:
             proc.kill()
     # 130 from main(); once in many runs, under heavy load, the interpreter ended by SIGINT after main()
     # had printed its line (cause not found): the files below show the run was closed cleanly either way
-    assert proc.returncode in (130, -signal.SIGINT) and err.strip() == "hpcasync simulate: interrupted", err
+    assert proc.returncode in (130, -signal.SIGINT), err
+    assert err.strip().startswith("hpcasync simulate: interrupted by SIGINT at t="), err  # + checkpoint
     for p in [out / "run.h5", *sorted(out.glob("rank-*.h5"))]:
         with h5py.File(p, "r") as f:
             assert not bool(f.attrs["complete"]) and f.attrs["interrupted"] == "SIGINT", p

@@ -32,19 +32,23 @@ class ADPSGD(Algorithm):
     staleness_note = "atomic pairwise averaging of current models"
     memory_models = "3"
     #: the role is saved to check it: it follows from the topology's 2-colouring
-    checkpoint_state = (*Algorithm.checkpoint_state, "rng", "active")
+    checkpoint_state = (*Algorithm.checkpoint_state, "rng", "active", "peer")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
         self.rng = np.random.default_rng([setup.n, setup.rank, 0xAD])
         self.active = setup.active
+        self.peer = -1  # the neighbour of the exchange in progress (a resume point), -1 if none
 
     def run(self, t: Transport) -> OpGenerator:
         nbrs = list(t.out_neighbors)
         while True:
-            g = yield from t.gradient(self.x)
-            axpy(self.x, -self.alpha(), g)
-            self.iteration += 1
-            if self.active and nbrs:
-                peer = nbrs[int(self.rng.integers(len(nbrs)))]
-                yield from t.pair_average(peer, self.x)
+            if self.peer < 0:  # a resumed agent may restart in its pair exchange
+                g = yield from t.gradient(self.x)
+                axpy(self.x, -self.alpha(), g)
+                self.iteration += 1
+                if not (self.active and nbrs):
+                    continue
+                self.peer = nbrs[int(self.rng.integers(len(nbrs)))]
+            yield from t.pair_average(self.peer, self.x)
+            self.peer = -1

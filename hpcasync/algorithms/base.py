@@ -85,6 +85,10 @@ class Algorithm(abc.ABC):
     #: attributes a checkpoint saves for an exact resume (numpy arrays, scalars, random generators);
     #: neighbour copies and accumulators are the transport's state, not the algorithm's
     checkpoint_state: ClassVar[tuple[str, ...]] = ("x", "iteration")
+    #: a checkpoint resumes it exactly: ``run()`` restarted on the restored attributes first yields the
+    #: op the old generator was suspended at, with no side effect before it (values kept across a
+    #: yield are attributes in :attr:`checkpoint_state`); an algorithm that cannot, sets False
+    resumable: ClassVar[bool] = True
 
     def __init__(self, setup: AgentSetup) -> None:
         self.setup = setup

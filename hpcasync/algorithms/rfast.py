@@ -39,7 +39,7 @@ class RFAST(Algorithm):
     requires = frozenset({"push_model"})
     memory_models = "3·deg + 6"
     #: the message holds v_i and σ_i; z_i, g_i and ρ̃ are the trackers
-    checkpoint_state = (*Algorithm.checkpoint_state, "message", "z", "g", "rho_seen")
+    checkpoint_state = (*Algorithm.checkpoint_state, "message", "z", "g", "rho_seen", "tracking")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
@@ -51,6 +51,7 @@ class RFAST(Algorithm):
         self.z = np.zeros(d, self.x.dtype)
         self.g = np.zeros(d, self.x.dtype)
         self.rho_seen = np.zeros((0, d), self.x.dtype)
+        self.tracking = False  # the first gradient initialised g_i and z_i
 
     @classmethod
     def effective_alpha(cls, alpha: float, n: int, section: Any) -> float:
@@ -74,17 +75,22 @@ class RFAST(Algorithm):
         pulled = np.empty((len(nbrs) + 1, d), dt)
         rho = np.empty((len(nbrs), d), dt)
 
-        if self.iteration == 0:  # a resumed agent restored g_i and z_i
+        def pull() -> None:  # v_i ← x_i − α·z_i;  x_i ← r_ii·v_i + Σ_j r_ij·v_j (latest v_j)
+            self.v[:] = self.x
+            axpy(self.v, -self.alpha(), self.z)
+            pulled[0] = self.v
+            pulled[1:] = t.latest_models()[:, :d]
+            weighted_sum_into(self.x, pulled, r_all)
+
+        # The loop is rotated so that a gradient is its top: run() restarted on the restored attributes
+        # (resume) yields it first, with nothing done before. Same operations in the same order.
+        if not self.tracking:
             g = yield from t.gradient(self.x)
             self.g[:] = g
             self.z[:] = g
+            self.tracking = True
+            pull()
         while True:
-            self.v[:] = self.x
-            axpy(self.v, -self.alpha(), self.z)
-            rows = t.latest_models()
-            pulled[0] = self.v
-            pulled[1:] = rows[:, :d]
-            weighted_sum_into(self.x, pulled, r_all)
             g = yield from t.gradient(self.x)
             rows = t.latest_models()
             np.multiply(rows[:, d:], c_in[:, None], out=rho)
@@ -98,3 +104,4 @@ class RFAST(Algorithm):
             self.sigma += self.z
             t.push_model(self.message)
             self.z *= c_self
+            pull()

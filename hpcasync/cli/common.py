@@ -10,14 +10,39 @@ from hpcasync.config import Config
 from hpcasync.errors import UserError
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment config (TOML)")
+def add_config_args(p: argparse.ArgumentParser, *, resumable: bool = False) -> None:
+    if resumable:  # with --resume the run directory holds the config; one given must match it
+        p.add_argument("config", nargs="?", help="experiment config (TOML); optional with --resume")
+        p.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue the interrupted run in RUN_DIR from its checkpoint")
+    else:
+        p.add_argument("config", help="experiment config (TOML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field (value in TOML syntax); repeatable")
 
 
 def load_config(args: argparse.Namespace) -> Config:
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        from hpcasync.resume import resume_config
+
+        given = config_mod.load(args.config, args.overrides) if args.config is not None else None
+        if given is None and args.overrides:
+            raise UserError("--set: needs a CONFIG with --resume (the run's own config is used unchanged)")
+        return resume_config(Path(resume), given)
+    if args.config is None:
+        raise UserError("missing CONFIG (or --resume RUN_DIR)")
     return config_mod.load(args.config, args.overrides)
+
+
+def run_dir(cfg: Config, args: argparse.Namespace) -> Path:
+    """The run directory: ``--resume RUN_DIR``, else as :func:`output_dir`."""
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        if args.out is not None or args.overwrite:
+            raise UserError("--resume: continues the run where it is; --out and --overwrite do not apply")
+        return Path(resume)
+    return output_dir(cfg, args.out)
 
 
 def add_out_args(p: argparse.ArgumentParser) -> None:

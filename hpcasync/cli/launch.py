@@ -2,6 +2,7 @@
 
     hpcasync launch configs/mpi/demo-case5-adsgd.toml          # mpiexec -n 10 … hpcasync run …
     hpcasync launch -n 9 CONFIG --set mpi.monitor=false --dry-run
+    hpcasync launch --resume RUN_DIR                           # continue an interrupted run
 
 The rank count defaults to the config's agents plus one monitor rank
 (mpi.monitor = true). ``mpiexec`` is the one next to this Python if there is
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpcasync.cli.common import add_config_args, add_out_args, load_config, output_dir
+from hpcasync.cli.common import add_config_args, add_out_args, load_config, run_dir
 from hpcasync.errors import UserError
 from hpcasync.results import rundir
 
@@ -31,7 +32,7 @@ from hpcasync.results import rundir
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("launch", help="run a config on MPI with the configured launcher",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    add_config_args(p, resumable=True)
     p.add_argument("-n", "--ranks", type=int, metavar="N",
                    help="number of ranks (default: agents, + 1 with mpi.monitor = true)")
     add_out_args(p)
@@ -55,7 +56,9 @@ def find_mpiexec() -> str:
 
 def build_command(args: argparse.Namespace, launcher: str, ranks: int) -> list[str]:
     head = ["srun", "-n", str(ranks)] if launcher == "srun" else [find_mpiexec(), "-n", str(ranks)]
-    cmd = head + [sys.executable, "-m", "hpcasync", "run", args.config]
+    cmd = head + [sys.executable, "-m", "hpcasync", "run"] + ([] if args.config is None else [args.config])
+    if getattr(args, "resume", None) is not None:
+        cmd += ["--resume", args.resume]
     for text in args.overrides:
         cmd += ["--set", text]
     if args.out is not None:
@@ -70,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
     ranks = args.ranks if args.ranks is not None else cfg.topology.n + (1 if cfg.mpi.monitor else 0)
     if ranks < 1:
         raise UserError(f"-n {ranks}: expected at least 1 rank")
-    out = output_dir(cfg, args.out)
+    out = run_dir(cfg, args)
     cmd = build_command(args, cfg.mpi.launcher, ranks)
-    if not args.dry_run and not args.overwrite:  # one line before any rank starts (`run` checks again)
+    # one line before any rank starts (`run` checks again)
+    if not args.dry_run and not args.overwrite and args.resume is None:
         rundir.check_unused(out)
     print(shlex.join(cmd), flush=True)
     if args.dry_run:

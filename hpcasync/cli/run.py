@@ -8,21 +8,30 @@ evaluates the average model while the run goes (mpi.monitor = true). Every
 rank writes its own rank-NNNNN.h5; the monitor (or rank 0) writes run.h5.
 Errors found while setting up are printed once, by rank 0, and every rank
 exits with status 2; an error during the run aborts the whole job.
+
+SIGTERM, SIGUSR1 (SLURM's ``--signal``) or SIGINT stop a run whose algorithm
+can be checkpointed on MPI (synchronous ones, Alg. 3) at an agreed point:
+every rank writes RUN_DIR/checkpoint/rank-NNNNN.h5, and
+
+    mpiexec -n 10 hpcasync run --resume RUN_DIR
+
+continues it (same number of ranks).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from hpcasync.cli.common import add_config_args, add_out_args, load_config, output_dir
+from hpcasync.cli.common import add_config_args, add_out_args, load_config, run_dir
 from hpcasync.errors import EXIT_USER_ERROR, UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="one rank of an MPI run (start with mpiexec/srun, or use `launch`)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    add_config_args(p, resumable=True)
     add_out_args(p)
     p.add_argument("--quiet", action="store_true", help="no summary line at the end")
     return p
@@ -51,22 +60,31 @@ def run(args: argparse.Namespace) -> int:
     error = None
     try:
         cfg = load_config(args)
-        out = output_dir(cfg, args.out)
+        out = run_dir(cfg, args)
         # Every rank checks (one message, no rank named); with --overwrite rank 0 alone removes the old
         # run, before agree() below lets any rank create a file.
         from hpcasync.results import rundir
 
-        rundir.claim(out, args.overwrite, clears=rank == 0)
+        if args.resume is None:
+            rundir.claim(out, args.overwrite, clears=rank == 0)
     except UserError as exc:
         error = describe(exc)
     try:
         agree(comm, error)
         assert cfg is not None
-        run_rank(cfg, out, comm, source=args.config, threads=n_threads, quiet=args.quiet)
+        result = run_rank(cfg, out, comm, source=args.config or args.resume, threads=n_threads, quiet=args.quiet,
+                          resume=args.resume is not None)
     except SetupError as exc:
         return _fail(rank, str(exc))
     except TerminatedError as exc:  # outside the loop (setup, or the end of run)
         if rank == 0:
             print(f"hpcasync run: interrupted by {exc}", file=sys.stderr, flush=True)
         return 128 + exc.signum
+    if result.interrupted:
+        if rank == 0:
+            print(f"hpcasync run: interrupted by {result.interrupted}; files closed, marked complete = false; "
+                  f"checkpoint written to {out}/checkpoint "
+                  f"(rank 0: {result.checkpoint_s:.3f} s); "
+                  f"continue with: hpcasync run --resume {out}", file=sys.stderr, flush=True)
+        return 128 + int(signal.Signals[result.interrupted])
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import json
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,6 +74,36 @@ class Oracle(abc.ABC):
         next call (no allocation per gradient); copy it to keep it. ``x`` is
         only read.
         """
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The oracle's sampling state for an exact resume: every numpy or torch random generator
+        and :class:`ShardSampler` among its attributes (an oracle with other state overrides this)."""
+        state: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if isinstance(value, np.random.Generator):
+                state[key] = json.dumps(value.bit_generator.state)
+            elif isinstance(value, ShardSampler):
+                state[key] = {"rng": json.dumps(value.rng.bit_generator.state), "order": value.order.copy(),
+                              "pos": int(value.pos)}
+            elif type(value).__name__ == "Generator" and hasattr(value, "get_state"):  # torch.Generator
+                state[key] = value.get_state().numpy().copy()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        for key, saved in state.items():
+            value = getattr(self, key)
+            if isinstance(value, np.random.Generator):
+                value.bit_generator.state = json.loads(saved)
+            elif isinstance(value, ShardSampler):
+                value.rng.bit_generator.state = json.loads(saved["rng"])
+                value.order[...] = saved["order"]
+                value.pos = int(saved["pos"])
+            else:
+                import torch
+
+                value.set_state(torch.from_numpy(np.asarray(saved, dtype=np.uint8)))
 
 
 class Problem(abc.ABC):

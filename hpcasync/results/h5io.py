@@ -157,3 +157,21 @@ def append_rows(file: h5py.File, group: h5py.Group, columns: tuple[Column, ...],
     group[COMMITTED][()] = end
     file.flush()
     return end
+
+
+def reopen_for_append(path: Path, group: str, columns: tuple[Column, ...], rows: int) -> None:
+    """Make the closed file of an interrupted run ready to go on (resume): its ``group``'s columns cut
+    back to ``rows`` (what the checkpoint saw: no duplicate), ``complete`` False, ``interrupted``
+    removed and ``resumes`` counted. Plain ``r+`` here; the writer then reopens it for SWMR writing."""
+    with open_h5(path, "r+", libver=LIBVER) as f:
+        g = f[group]
+        have = int(g[COMMITTED][()])
+        if have < rows:
+            raise UserError(f"{path}: {have} rows of {group} on disk, the checkpoint expects {rows}")
+        for c in columns:
+            g[c.name].resize((rows,))
+        g[COMMITTED][()] = rows
+        f.attrs["complete"] = False
+        if "interrupted" in f.attrs:
+            del f.attrs["interrupted"]
+        f.attrs["resumes"] = int(f.attrs.get("resumes", 0)) + 1

@@ -55,6 +55,8 @@ def clear(out_dir: Path) -> None:
     with contextlib.suppress(OSError):
         for tmp in Path(out_dir).glob(".*.h5.tmp"):  # half-created files of a killed writer
             tmp.unlink()
+        for ck in Path(out_dir).glob("checkpoint/*.h5"):  # the old run's checkpoint (resume)
+            ck.unlink()
 
 
 def claim(out_dir: Path, overwrite: bool, *, clears: bool = True) -> None:

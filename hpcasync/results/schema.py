@@ -17,6 +17,8 @@ these, so a column added here appears in both. A run directory holds::
                         scalar: rows known to be fully on disk)
       /timings/*        float64 scalars, units from the name (``_s`` seconds, ``_units`` time units)
       /final/model      float64 or float32 (d,): the run's dtype (problem.dtype)
+      /trace/compute_s  MPI: float32 per gradient, the step's busy time (s), for replay
+      /trace/comm_s     MPI: float32 per transmission, its measured link time (s)
 
 ``committed_rows`` exists because an SWMR reader may see a dataset's new
 extent before the chunk data behind it; the writer bumps it only after the

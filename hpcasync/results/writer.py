@@ -57,6 +57,7 @@ from hpcasync.results.h5io import (
     open_h5,
     open_swmr_write,
     publish,
+    reopen_for_append,
     set_attrs,
 )
 from hpcasync.results.provenance import software_versions
@@ -216,6 +217,21 @@ class AgentWriter:
             f.attrs["finished"] = now_iso()
             f.attrs["complete"] = bool(complete)
 
+    @classmethod
+    def reopen(cls, path: str | Path, rank: int, *, rows: int, keep_open: bool = True,
+               buffer_rows: int = 4096) -> AgentWriter:
+        """Go on writing the file of an interrupted run (resume) after its first ``rows`` updates."""
+        path = Path(path)
+        reopen_for_append(path, schema.UPDATES_GROUP, UPDATES, rows)
+        self = cls.__new__(cls)
+        self.path, self.rank, self.keep_open = path, int(rank), keep_open
+        self._capacity = int(buffer_rows)
+        self._buf = np.empty(self._capacity, dtype=schema.row_dtype(UPDATES))
+        self._n, self._written = 0, int(rows)
+        self._timings, self._final_model, self._final_attrs, self._closed = {}, None, {}, False
+        self._file = open_swmr_write(path) if keep_open else None
+        return self
+
     def __enter__(self) -> AgentWriter:
         return self
 
@@ -325,6 +341,24 @@ class RunWriter:
             set_attrs(f, self._final_attrs)
             f.attrs["finished"] = now_iso()
             f.attrs["complete"] = bool(complete)
+
+    @classmethod
+    def reopen(cls, out_dir: str | Path, n_agents: int, *, rows: int) -> RunWriter:
+        """Go on writing run.h5 of an interrupted run (resume) after its first ``rows`` evaluations."""
+        self = cls.__new__(cls)
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / schema.RUN_FILENAME
+        reopen_for_append(self.path, schema.EVALUATIONS_GROUP, EVALUATIONS, rows)
+        self.n_agents = int(n_agents)
+        self._summary, self._final_attrs, self._written, self._closed = {}, {}, int(rows), False
+        self._file = open_swmr_write(self.path)
+        self._row = np.empty(1, dtype=schema.row_dtype(EVALUATIONS))
+        return self
+
+    @property
+    def rows(self) -> int:
+        """Evaluations appended so far."""
+        return self._written
 
     def __enter__(self) -> RunWriter:
         return self

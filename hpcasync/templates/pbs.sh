@@ -10,5 +10,11 @@ set -euo pipefail
 cd "$${PBS_O_WORKDIR:-.}"
 export OMP_NUM_THREADS=${cpus_per_task}
 ${env_setup}
-mpiexec -n ${ranks} ${python} -m hpcasync run ${config} --out ${out}${overrides}
+# a rerun job (qrerun, or resubmitted) resumes from the checkpoint a signal left (SIGTERM: qdel, walltime)
+if compgen -G ${out}'/checkpoint/rank-*.h5' > /dev/null; then
+    run_args=(--resume ${out})
+else
+    run_args=(--out ${out})
+fi
+mpiexec -n ${ranks} ${python} -m hpcasync run ${config}${overrides} "$${run_args[@]}"
 ${python} -m hpcasync report ${out} --out ${out}/report

@@ -8,9 +8,10 @@
 #SBATCH --time=${time}
 #SBATCH --output=${log_dir}/%x-%A_%a.out
 # SLURM does not create ${log_dir}/: `hpcasync jobscript` did, in the directory to submit from
-# SIGUSR1 120 s before the time limit, passed on to the ranks: they stop and close their files
+# SIGUSR1 120 s before the time limit, passed on to the ranks: they stop, write a checkpoint where
+# the algorithm can be checkpointed on MPI, close their files; the task then requeues itself
 #SBATCH --signal=B:USR1@120
-# a preempted task is requeued; `hpcasync run` then refuses its used run directory (no resume yet)
+# a preempted or requeued task resumes from its run directory's checkpoint if there is one
 #SBATCH --requeue
 ${scheduler_extra}
 set -euo pipefail
@@ -18,7 +19,13 @@ export OMP_NUM_THREADS=$${SLURM_CPUS_PER_TASK:-1}
 ${env_setup}
 config=$$(sed -n "$$((SLURM_ARRAY_TASK_ID + 1))p" ${list_file})
 name=$$(basename "$$config" .toml)
-srun --ntasks=${ranks} ${python} -m hpcasync run "$$config" --out ${out}/"$$name"${overrides} &
+run_dir=${out}/"$$name"
+if compgen -G "$$run_dir/checkpoint/rank-*.h5" > /dev/null; then
+    run_args=(--resume "$$run_dir")
+else
+    run_args=(--out "$$run_dir")
+fi
+srun --ntasks=${ranks} ${python} -m hpcasync run "$$config"${overrides} "$${run_args[@]}" &
 step=$$!
 trap 'kill -USR1 "$$step" 2>/dev/null || true' USR1
 trap 'kill -TERM "$$step" 2>/dev/null || true' TERM
@@ -28,4 +35,8 @@ while kill -0 "$$step" 2>/dev/null; do  # a trapped signal ends `wait` early: wa
     status=0
     wait "$$step" || status=$$?
 done
+if [ "$$status" -eq 138 ] && compgen -G "$$run_dir/checkpoint/rank-*.h5" > /dev/null; then
+    scontrol requeue "$${SLURM_ARRAY_JOB_ID}_$${SLURM_ARRAY_TASK_ID}"  # go on in a new allocation
+    exit 0
+fi
 exit "$$status"

@@ -18,13 +18,16 @@ final publication (a second barrier) the monitor makes the final evaluation.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
 
 import numpy as np
 from mpi4py import MPI
 
+from hpcasync import algorithms
 from hpcasync.engines.evaluation import evaluate_average
+from hpcasync.engines.mpi import checkpoint as mpi_checkpoint
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup, abort, check_stop, mark_interrupted
@@ -118,7 +121,8 @@ def wait_sleeping(req: MPI.Request, max_sleep: float = 1e-3,
 
 
 def monitor_loop(evaluator: AverageModelEvaluator, comm: MPI.Comm, clock: Callable[[], float],
-                 interval: float, record: Callable[[dict[str, float]], None]) -> dict[str, float]:
+                 interval: float, record: Callable[[dict[str, float]], None], *, next_eval: float = 0.0,
+                 signals_raise: bool = True) -> dict[str, float]:
     """Evaluate every ``interval`` s until the workers finish; then the final evaluation. Returns it.
 
     Collective with the workers' end of run: two ``Ibarrier`` over ``comm``
@@ -126,7 +130,6 @@ def monitor_loop(evaluator: AverageModelEvaluator, comm: MPI.Comm, clock: Callab
     landed, the second after their final publication.
     """
     done = comm.Ibarrier()
-    next_eval = 0.0
     while True:
         now = clock()
         if now >= next_eval:
@@ -134,7 +137,8 @@ def monitor_loop(evaluator: AverageModelEvaluator, comm: MPI.Comm, clock: Callab
             next_eval += interval * max(1, math.floor((clock() - next_eval) / interval) + 1)
         if done.Test():
             break
-        check_stop()
+        if signals_raise:  # else the workers stop for a checkpoint and reach the barrier
+            check_stop()
         with progress_mod.computing():  # no MPI call: the progress thread may poll meanwhile
             time.sleep(max(min(next_eval - clock(), 0.01), 0.0))
     wait_sleeping(comm.Ibarrier())  # workers published their final models
@@ -155,8 +159,10 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
         evaluator = AverageModelEvaluator(setup.problem, board, world.n, setup.x0.size, setup.virtual)
         warmup(setup.x0.dtype)  # numba's cached kernels and the problem's evaluation, before the clock starts
         setup.problem.evaluate(setup.x0)
+        checkpoints = mpi_checkpoint.refusal(algorithms.get(setup.cfg.algorithm.name)) is None
+        elapsed0 = 0.0 if setup.resume_state is None else float(setup.resume_state["wall"])
         comm.Barrier()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - elapsed0
 
         def clock() -> float:
             return time.perf_counter() - t0
@@ -170,11 +176,24 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
                 board.read_staleness(range(world.n), stale)
                 status.update(row["wall_time"], row["gradients"], row.get("test_accuracy"), mean_staleness(stale))
 
+        interval = setup.cfg.eval.interval
         try:
-            final = monitor_loop(evaluator, comm, clock, setup.cfg.eval.interval, record)
+            final = monitor_loop(evaluator, comm, clock, interval, record, signals_raise=not checkpoints,
+                                 next_eval=0.0 if not elapsed0 else elapsed0 + interval)
         finally:
             if status is not None:
                 status.close()
+        stopped = comm.allreduce(0, op=MPI.MAX)  # the workers stopped for a checkpoint?
+        if stopped:
+            signame = signal.Signals(stopped).name
+            result.interrupted = signame
+            run_writer.set_final_attrs(interrupted=signame)
+            mpi_checkpoint.save_monitor(setup.cfg_out, setup.cfg, world.rank, comm.Get_size(),
+                                        final["wall_time"], run_writer.rows, signame)
+            progress_mod.stop(progress)
+            run_writer.close(complete=False)
+            board.free()
+            return
         # the workers' final wall time is their own; the monitor's clock is within a barrier of it
         wall = final["wall_time"]
         totals = int(final["gradients"])
@@ -198,4 +217,6 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
         raise
     progress_mod.stop(progress)
     run_writer.close(complete=True)
+    if setup.resume_state is not None:
+        mpi_checkpoint.remove(setup.cfg_out, world.rank)
     board.free()

@@ -96,6 +96,9 @@ class Outbox:
         self.models_replaced = 0  # queued models overwritten by a newer one before leaving
         self.deltas_merged = 0  # delta pushes added to one already queued for the same target
         self.per_target_fallbacks = 0  # times the delta queue left the shared-sum mode
+        #: called with each transmission's measured time on the link, start to landed (trace replay)
+        self.on_transmission: Callable[[float], None] | None = None
+        self._start = 0.0
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -238,10 +241,13 @@ class Outbox:
                     return self._due
                 self._land(self._flight)
                 self._flight = None
+                if self.on_transmission is not None:  # landed late by the owner's polling, and the RMA time
+                    self.on_transmission(self.clock() - self._start)
                 self._free_at = self._due
             if self._queued.empty():
                 return math.inf
             start = max(self._free_at, self._queued_since)
+            self._start = start
             self._flight, self._queued = self._queued, _Packet()
             self._due = start + self.comm_delay()
 

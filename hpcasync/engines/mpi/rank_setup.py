@@ -38,6 +38,7 @@ from hpcasync import delays as delay_models
 from hpcasync.algorithms.base import Algorithm
 from hpcasync.config import Config, dump_toml
 from hpcasync.engines.build import build_agent, build_topology, check_supported
+from hpcasync.engines.mpi import checkpoint as mpi_checkpoint
 from hpcasync.engines.mpi import world as world_mod
 from hpcasync.engines.mpi.transport import MpiTransport
 from hpcasync.engines.mpi.world import SetupError, World, agree, describe
@@ -83,6 +84,8 @@ class RankResult:
     gradients: int = 0  # job-wide, known on the rank that writes run.h5
     wall_s: float = 0.0
     out_dir: Path | None = None
+    interrupted: str = ""  # the signal that stopped the run with a checkpoint (resume it)
+    checkpoint_s: float = 0.0  # seconds this rank took to write its checkpoint
 
 
 def abort(comm: MPI.Comm, rank: int, exc: BaseException) -> None:
@@ -121,6 +124,11 @@ def check_stop() -> None:
         raise TerminatedError(_stop_requested[0])
 
 
+def stop_signal() -> int:
+    """The stop signal noted so far (0: none); a run that checkpoints stops on it at an agreed point."""
+    return _stop_requested[0] if _stop_requested else 0
+
+
 def install_stop_handlers() -> dict[int, Any]:
     """:func:`on_stop_signal` for every STOP_SIGNALS signal (main thread only); returns the previous handlers."""
     _stop_requested.clear()
@@ -153,6 +161,7 @@ class RunSetup:
     def __init__(self, cfg: Config, world: World) -> None:
         self.cfg = cfg
         self.world = world
+        self.cfg_out = Path()  # the run directory (prepare sets it)
         self.topology = build_topology(cfg)
         self.problem = problems.build(cfg, self.topology.n)
         self.x0 = self.problem.init_params(cfg.run.seed)
@@ -161,6 +170,7 @@ class RunSetup:
         self.delays_on = bool(self.delays.enabled)
         self.agent: Algorithm | None = None
         self.oracle = None
+        self.resume_state: dict[str, Any] | None = None  # this rank's checkpoint, when resuming
         if not world.is_monitor:
             self.agent = build_agent(cfg, self.topology, world.rank, self.x0)
             self.oracle = self.problem.oracle(world.rank, cfg.run.seed)
@@ -183,7 +193,7 @@ def main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def prepare(cfg: Config, world: World, out: Path, threads: int
+def prepare(cfg: Config, world: World, out: Path, threads: int, resume: bool = False
             ) -> tuple[RunSetup, list[str], AgentWriter | None, RunWriter | None]:
     """Build :class:`RunSetup` and open this rank's output files, agreeing on errors at each step. Collective.
 
@@ -197,6 +207,12 @@ def prepare(cfg: Config, world: World, out: Path, threads: int
     error = None
     try:
         setup = RunSetup(cfg, world)
+        setup.cfg_out = out
+        if resume:  # this rank's checkpoint, before anything is built on the agent's state
+            setup.resume_state = mpi_checkpoint.load(out, cfg, rank, comm.Get_size(),
+                                                     algorithms.get(cfg.algorithm.name))
+            if not world.is_monitor:
+                mpi_checkpoint.restore_rank(setup, setup.resume_state)
     except Exception as exc:
         if not isinstance(exc, UserError):
             traceback.print_exception(exc, file=sys.stderr)
@@ -211,10 +227,16 @@ def prepare(cfg: Config, world: World, out: Path, threads: int
     error = None
     try:
         ensure_output_dir(out)
-        if world.writes_run_file:
+        state = setup.resume_state
+        if state is not None:  # go on writing the interrupted run's files after their checkpointed rows
+            if world.writes_run_file:
+                run_writer = RunWriter.reopen(out, setup.topology.n, rows=state["run_rows"])
+            if not world.is_monitor:
+                writer = AgentWriter.reopen(out / agent_filename(rank), rank, rows=state["rows"], keep_open=True)
+        elif world.writes_run_file:
             run_writer = open_run_writer(out, cfg, setup.topology, "mpi", hosts=hosts[:setup.topology.n],
                                          versions=software_versions(mpi_version=MPI.Get_library_version()))
-        if not world.is_monitor:
+        if not world.is_monitor and state is None:
             writer = AgentWriter(out / agent_filename(rank), rank, keep_open=True, attrs={
                 "algorithm": cfg.algorithm.name, "engine": "mpi", "host": hosts[rank], "pid": os.getpid(),
                 "time_unit_s": setup.time_unit if setup.delays_on else math.nan, "threads": threads,

@@ -58,6 +58,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync.config import Config
+from hpcasync.engines.mpi import checkpoint as mpi_checkpoint
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import run_monitor
@@ -85,7 +86,7 @@ DELTA_IN_WINDOW = True
 
 
 def run_rank(cfg: Config, out_dir: str | Path, comm: MPI.Comm | None = None, *, source: str = "config",
-             threads: int = 1, abort_on_error: bool = True, quiet: bool = True) -> RankResult:
+             threads: int = 1, abort_on_error: bool = True, quiet: bool = True, resume: bool = False) -> RankResult:
     """Run this rank's part of ``cfg``; collective over ``comm`` (default ``COMM_WORLD``).
 
     Raises :class:`SetupError` on every rank for a rank-count mismatch or a
@@ -102,7 +103,7 @@ def run_rank(cfg: Config, out_dir: str | Path, comm: MPI.Comm | None = None, *, 
     try:
         world = make_world(comm, n)
         try:
-            return _run(cfg, out, world, threads, abort_on_error, quiet)
+            return _run(cfg, out, world, threads, abort_on_error, quiet, resume)
         finally:
             world.free()
     finally:
@@ -110,8 +111,9 @@ def run_rank(cfg: Config, out_dir: str | Path, comm: MPI.Comm | None = None, *, 
             signal.signal(sig, handler)
 
 
-def _run(cfg: Config, out: Path, world: World, threads: int, abort_on_error: bool, quiet: bool) -> RankResult:
-    setup, hosts, writer, run_writer = prepare(cfg, world, out, threads)
+def _run(cfg: Config, out: Path, world: World, threads: int, abort_on_error: bool, quiet: bool,
+         resume: bool) -> RankResult:
+    setup, hosts, writer, run_writer = prepare(cfg, world, out, threads, resume)
     result = RankResult(rank=world.rank, role="monitor" if world.is_monitor else "worker", n=world.n, out_dir=out)
     if world.is_monitor:
         run_monitor(setup, world, run_writer, result, hosts, abort_on_error, quiet)
@@ -151,14 +153,24 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         w = Worker(setup, world, writer, transport, board)
         if run_writer is not None:  # rank 0 of a job without a monitor reports the live status
             w.status = reporter_for(setup.cfg, quiet)
+        transport.outbox.on_transmission = w.trace.add_comm  # measured link times, for replay
+        w.checkpoints = mpi_checkpoint.refusal(type(agent)) is None
+        resumed = setup.resume_state
+        if resumed is not None:
+            w.trace.compute.extend(resumed["trace"]["compute"].tolist())
+            w.trace.comm.extend(resumed["trace"]["comm"].tolist())
+            mpi_checkpoint.restore_windows(transport, resumed)
+            mpi_checkpoint.restore_worker(w, resumed)
+            if w.budget_gradients:
+                w._total = board.add_total(w.gradients)  # the job-wide counter starts where it was
         _warmup(setup)
-        if run_writer is not None:  # rank 0 without a monitor: evaluate x0 at time 0 like the simulator
+        if run_writer is not None and resumed is None:  # rank 0 without a monitor: x0 at time 0 like the sim
             row = {"virtual_time": setup.virtual(0.0), "wall_time": 0.0, "gradients": 0.0,
                    "consensus_distance": 0.0, **setup.problem.evaluate(setup.x0)}
             run_writer.append_eval(**row)
             result.evaluations.append(row)
         comm.Barrier()
-        w.t0 = time.perf_counter()
+        w.t0 = time.perf_counter() - w.elapsed0
         w.loop()
         # -- end of run ---------------------------------------------------------------------
         transport.outbox.flush()
@@ -170,7 +182,14 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         board.set_iteration(agent.iteration)
         board.publish(agent.model)
         _wait_all(comm.Ibarrier())  # final models published for the monitor
+        stopped = comm.allreduce(w.stop_signal, op=MPI.MAX)  # with the monitor: stopped for a checkpoint?
         result.agent, result.transport = agent, transport
+        if stopped:
+            result.interrupted = _checkpoint(w, stopped, wall, writer, run_writer)
+            result.checkpoint_s = w.checkpoint_s
+            result.wall_s = wall
+            complete = False
+            raise _CheckpointedError
         result.timings = w.timings(wall)
         result.wall_s = wall
         writer.write_timings(**result.timings)
@@ -182,6 +201,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
             world.workers.gather(np.asarray(agent.model), root=0)
         result.gradients = totals
         complete = True
+    except _CheckpointedError:
+        pass
     except BaseException as exc:
         progress_mod.stop(progress)
         if w is not None and w.status is not None:
@@ -192,12 +213,32 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
             abort(comm, rank, exc)
         raise
     close_writers((writer, run_writer), complete=complete)
+    assert w is not None
+    w.trace.write(writer.path)
+    if complete and setup.resume_state is not None:
+        mpi_checkpoint.remove(setup.cfg_out, world.rank)
     # collective frees, only on the success path (a failed rank aborts the job instead)
     progress_mod.stop(progress)
     board.free()
     transport.free()
     if transport.pairs is not None:
         agent.x = transport.pairs.x  # a private copy of the final model once the window is freed
+
+
+class _CheckpointedError(Exception):
+    """The run stopped on a signal and wrote its checkpoint: the files are closed, the windows freed."""
+
+
+def _checkpoint(w: Worker, signum: int, wall: float, writer: AgentWriter, run_writer: RunWriter | None) -> str:
+    """Write this worker's checkpoint and close its files as interrupted; returns the signal's name."""
+    signame = signal.Signals(signum).name
+    for f in (writer, run_writer):
+        if f is not None:
+            f.set_final_attrs(interrupted=signame)
+    w.checkpoint_s = mpi_checkpoint.save_worker(w.setup.cfg_out, w, wall, signame,
+                                                None if run_writer is None else run_writer.rows)
+    close_writers((writer, run_writer), complete=False)
+    return signame
 
 
 def _oversubscribed(hosts: list[str], rank: int) -> bool:

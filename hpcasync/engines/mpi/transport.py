@@ -57,6 +57,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
@@ -132,6 +133,7 @@ class MpiTransport(Transport):
         self._coll_bytes = 0
         self._coll_messages = 0
         self.slots: _NumberedSlots | None = None
+        self.trace: Any = None  # the rank's timing trace (engines/mpi/trace.py): immediate sends' time
         self.acc: DeltaAccumulator | None = None
         self.graph_comm: MPI.Comm | None = None
         self.pairs: PairWindow | None = None
@@ -206,13 +208,19 @@ class MpiTransport(Transport):
         assert self.slots is not None
         t0 = self.clock()
         self.slots.publish_as(v, number)
-        self.comm_s += self.clock() - t0
+        dt = self.clock() - t0
+        self.comm_s += dt
+        if self.trace is not None and self.comm_delay is None:
+            self.trace.pending_send_s += dt
 
     def _send_delta(self, j: int, delta: np.ndarray, scale: float) -> None:
         assert self.acc is not None
         t0 = self.clock()
         self.acc.accumulate(j, delta, scale)
-        self.comm_s += self.clock() - t0
+        dt = self.clock() - t0
+        self.comm_s += dt
+        if self.trace is not None and self.comm_delay is None:
+            self.trace.pending_send_s += dt
 
     # -- Transport: non-blocking -------------------------------------------------------------
     def push_model(self, v: np.ndarray) -> None:

@@ -18,9 +18,10 @@ from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, Neigh
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
-from hpcasync.engines.mpi.rank_setup import RunSetup
+from hpcasync.engines.mpi.rank_setup import RunSetup, stop_signal
 from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
 from hpcasync.engines.mpi.status import StatusReporter, mean_staleness
+from hpcasync.engines.mpi.trace import Trace
 from hpcasync.engines.mpi.transport import NEVER, MpiTransport
 from hpcasync.engines.mpi.world import World
 from hpcasync.results.writer import AgentWriter
@@ -43,7 +44,15 @@ def diameter(graph: nx.Graph, n: int) -> int:
 
 
 class Worker:
-    """The per-rank loop of one agent."""
+    """The per-rank loop of one agent.
+
+    With ``checkpoints`` (engines/mpi/checkpoint.py) a stop signal does not raise: it ends the run
+    like a spent budget — asynchronous ranks at their next gradient, synchronous ones after an agreed
+    round — so every rank reaches the end-of-run path and writes a consistent checkpoint.
+    """
+
+    #: tests: behave as if SIGUSR1 arrived once the agent has made this many steps (0: never)
+    stop_at_iteration = 0
 
     def __init__(self, setup: RunSetup, world: World, writer: AgentWriter, transport: MpiTransport,
                  board: Board) -> None:
@@ -96,6 +105,24 @@ class Worker:
         pairs = transport.pairs
         self.pair_passive = pairs is not None and not pairs.active
         self.max_pad_sleep = PAIR_POLL_S if self.pair_passive else MAX_PAD_SLEEP_S
+        self.checkpoints = False  # set by the runner where this run can be checkpointed
+        self.stop_signal = 0  # the signal that stops this run with a checkpoint
+        self._signal_proposed = False
+        self.bytes0 = self.messages0 = 0  # cumulative counters of the run before a resume
+        self.elapsed0 = 0.0  # wall seconds of the run before a resume
+        self.trace = Trace()  # computation and communication times, for replay (engines/mpi/trace.py)
+        transport.trace = self.trace
+        self._cycle: tuple[float, float] | None = None  # (start, idle_s) of the gradient step in progress
+        self.checkpoint_s = 0.0
+
+    def _signals(self) -> None:
+        """A safe point: raise a stop signal (TerminatedError), or note it when checkpointing."""
+        if not self.checkpoints:
+            check_stop_signal()
+        elif not self.stop_signal:
+            self.stop_signal = stop_signal()
+            if not self.stop_signal and self.stop_at_iteration and self.agent.iteration >= self.stop_at_iteration:
+                self.stop_signal = 10  # SIGUSR1
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -112,14 +139,15 @@ class Worker:
         return self._total >= self.budget_gradients
 
     def _async_stop(self, now: float, adding: int = 0) -> bool:
-        return now >= self.budget_time or (self.budget_gradients > 0 and self._gradient_budget_spent(now, adding))
+        return (now >= self.budget_time or self.stop_signal > 0
+                or (self.budget_gradients > 0 and self._gradient_budget_spent(now, adding)))
 
     # -- ops ----------------------------------------------------------------------------
     def _sleep_until(self, until: float, check_stop: bool) -> bool:
         """Sleep until ``until`` landing outbox transmissions on time; True if the budget ran out."""
         outbox = self.t.outbox
         while True:
-            check_stop_signal()
+            self._signals()
             if self.pair_passive:
                 self.t.progress()  # serve peers' locks on this agent's model
             now = self.now()
@@ -174,16 +202,23 @@ class Worker:
         start = self.now()
         sleep = 2e-5
         while not MPI.Request.Testall(reqs):
-            check_stop_signal()
+            self._signals()
             time.sleep(sleep)
             sleep = min(2 * sleep, MAX_WAIT_SLEEP_S)
         self.idle_s += self.now() - start
 
     def _available_at(self, now: float) -> float:
-        return now + self.delays.comm(self.rank) * self.unit if self.delays_on else now
+        if not self.delays_on:
+            return now
+        travel = self.delays.comm(self.rank) * self.unit
+        self.trace.add_comm(travel)
+        return now + travel
 
     def _propose_stop(self, now: float, lag: int) -> None:
-        if self.stop_after == NEVER and now >= self.budget_time:
+        if self.stop_signal and not self._signal_proposed:  # stop early for a checkpoint
+            self._signal_proposed = True
+            self.stop_after = min(self.stop_after, self.rounds + lag)
+        elif self.stop_after == NEVER and now >= self.budget_time:
             self.stop_after = self.rounds + lag
 
     def _allreduce(self, v: np.ndarray) -> np.ndarray:
@@ -216,7 +251,9 @@ class Worker:
             # for a round trip, comm(rank) + comm(peer), then averaged with the peer's model of that
             # moment. The response leg follows the peer's delay *distribution*, drawn here from this
             # rank's own peer stream (delays.comm_from), not from the peer's own random stream.
-            transfer = (self.delays.comm(self.rank) + self.delays.comm_from(peer, self.peer_comm_rng)) * self.unit
+            own = self.delays.comm(self.rank) * self.unit
+            self.trace.add_comm(own)
+            transfer = own + self.delays.comm_from(peer, self.peer_comm_rng) * self.unit
 
             def hold() -> None:
                 self._delay_until(self.now() + transfer)
@@ -260,7 +297,7 @@ class Worker:
                 self.last_grad_norm = float(np.sqrt(np.dot(g, g)))
                 self._norm_pending = None
             self.writer.append(now, self.setup.virtual(now), it, self.last_loss, self.last_grad_norm,
-                               self.t.bytes_sent, self.t.messages_sent, staleness)
+                               self.bytes0 + self.t.bytes_sent, self.messages0 + self.t.messages_sent, staleness)
         if now >= self._next_flush:
             self.writer.flush()
             self._next_flush = now + self.flush_interval
@@ -288,12 +325,16 @@ class Worker:
         value: Any = None
         try:
             while True:
-                check_stop_signal()
+                self._signals()
                 t_step = time.perf_counter()
                 comm0 = self.t.comm_s
                 op = self._send(gen, value)
                 self.mix_s += time.perf_counter() - t_step - (self.t.comm_s - comm0)
                 now = self.now()
+                if self._cycle is not None:  # the gradient's step is over: its busy time, for replay
+                    self.trace.add_compute(now - self._cycle[0] - (self.idle_s - self._cycle[1]))
+                    self._cycle = None
+                self.trace.end_step()
                 self.t.outbox.poll(now + self.t0)
                 self._after_step(now)
                 kind = type(op)
@@ -306,6 +347,7 @@ class Worker:
                     x = op.x
                     if self.pair_passive and x is self.t.pairs.x:
                         x = self.t.pairs.snapshot  # peers may average into x meanwhile
+                    self._cycle = (now, self.idle_s)
                     value = self._compute(x)
                     if value is None:
                         break

@@ -23,6 +23,7 @@ steps (test_equivalences.py).
 from __future__ import annotations
 
 import heapq
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,17 @@ class Simulator:
             for i in range(self.n)
         ]
         self.gens = [a.run(t) for a, t in zip(agents, self.transports, strict=True)]
+        #: the op each agent's generator is suspended at (None: not started); a checkpoint names them
+        self.ops: list[Any] = [None] * self.n
+        #: stop requests: a signal number appended (by a handler) interrupts the run at the next event
+        #: boundary, as does ``interrupt_at_events`` > 0 events processed (tests); ``interrupted`` then
+        #: names the cause and the run can be checkpointed (engines/sim/checkpoint.py)
+        self.stop_requests: list[int] = []
+        self.interrupt_at_events = 0
+        self.interrupted = ""
+        self.restored = False
+        self.checkpoint_path: Any = None  # where the runner wrote the checkpoint of an interrupted run
+        self.checkpoint_s = 0.0
         self._allreduce: list[tuple[int, float, np.ndarray | None]] = []
         self._exchange = _Exchange([0] * self.n, [{} for _ in range(self.n)], [{} for _ in range(self.n)])
         self._pair_busy = [False] * self.n
@@ -127,12 +139,18 @@ class Simulator:
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> None:
         """Process events until the time or gradient budget is spent, then let the network drain."""
-        for i in range(self.n):
-            self._push(0.0, RESUME, i, None)
-        if self.evaluate is not None and self.eval_interval > 0:
-            self._push(0.0, EVAL, -1, None)
+        if not self.restored:  # a restored simulator continues from its event heap
+            for i in range(self.n):
+                self._push(0.0, RESUME, i, None)
+            if self.evaluate is not None and self.eval_interval > 0:
+                self._push(0.0, EVAL, -1, None)
         heap = self._heap
+        stops = self.stop_requests
         while heap and not self.stopped:
+            if stops or self.events == self.interrupt_at_events > 0:
+                # an event boundary: every generator is suspended at an op, the state is the heap's
+                self.interrupted = signal.Signals(stops[0]).name if stops else "interrupt_at_events"
+                return
             t, _, _, kind, a, b = heapq.heappop(heap)
             if t > self.budget_time:
                 heapq.heappush(heap, (t, _PRIORITY[kind], 0, kind, a, b))
@@ -177,6 +195,7 @@ class Simulator:
     def _resume(self, i: int, value: Any) -> None:
         agent = self.agents[i]
         op = self.gens[i].send(value)
+        self.ops[i] = op
         self._kick(i)
         kind = type(op)
         if kind is Compute:

@@ -1,0 +1,198 @@
+"""The simulator's checkpoint: its whole state at an event boundary, and how a fresh simulator takes it back.
+
+A simulator is checkpointed between two events (``Simulator.run`` returns with
+``interrupted`` set). At that moment every agent's generator is suspended at
+the op it yielded last (``Simulator.ops``) and everything else is data: the
+event heap (times, priorities, sequence numbers, payloads: gradients, means,
+exchange results, packets in flight), the outboxes and slots of the
+transports, the round bookkeeping of exchanges, collectives and pair
+exchanges, the clocks, the random streams of oracles and delays, and each
+agent's :meth:`~hpcasync.algorithms.base.Algorithm.state_dict`.
+
+Generators cannot be saved. A resumed simulator is built from the same
+config, takes the state back, and restarts each agent's ``run()`` on the
+restored attributes: a resumable algorithm (``Algorithm.resumable``) then
+yields, before doing anything else, the very op its old generator was
+suspended at (checked: same op type). That op is not performed again — its
+answer is already in the heap — so the run continues bit for bit. The only
+payload holding a reference into an agent, a pair exchange's ``v`` (AD-PSGD's
+x_i), is rebound to the restarted generator's op.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from hpcasync.engines.sim.engine import DELIVER, PAIR, RESUME, AgentClock, Simulator
+from hpcasync.engines.sim.transport import Packet, SimTransport
+from hpcasync.errors import UserError
+
+_CLOCK_FIELDS = ("compute_units", "wait_units", "blocked_since", "gradient_s", "last_loss", "last_grad_norm")
+_TRANSPORT_FIELDS = ("bytes_sent", "messages_sent", "published", "received", "slots", "inbox", "busy")
+
+
+def _rng(g: np.random.Generator) -> str:
+    return json.dumps(g.bit_generator.state)
+
+
+def _set_rng(g: np.random.Generator, s: str) -> None:
+    g.bit_generator.state = json.loads(s)
+
+
+def _packet(p: Packet) -> dict[str, Any]:
+    if any(not isinstance(obj, bool | int | float | str | type(None)) for _, obj in p.small):
+        raise UserError("simulator checkpoint: a control message (send_small) is not a plain scalar")
+    return {"model": None if p.model is None else p.model.copy(), "version": int(p.version),
+            "deltas": {int(j): d.copy() for j, d in p.deltas.items()}, "delta_version": int(p.delta_version),
+            "small": [[int(j), obj] for j, obj in p.small]}
+
+
+def _unpacket(s: dict[str, Any]) -> Packet:
+    p = Packet()
+    p.model = s["model"]
+    p.version = s["version"]
+    p.deltas = dict(s["deltas"])
+    p.delta_version = s["delta_version"]
+    p.small = [(int(j), obj) for j, obj in s["small"]]
+    return p
+
+
+def _transport(tr: SimTransport) -> dict[str, Any]:
+    state = {k: getattr(tr, k) for k in _TRANSPORT_FIELDS}
+    state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()}
+    state["queued"] = _packet(tr.queued)
+    state["inbox_small"] = [[int(j), obj] for j, obj in tr.inbox_small]
+    return state
+
+
+def _load_transport(tr: SimTransport, s: dict[str, Any]) -> None:
+    for k in _TRANSPORT_FIELDS:
+        current = getattr(tr, k)
+        if isinstance(current, np.ndarray):
+            current[...] = s[k]
+        else:
+            setattr(tr, k, type(current)(s[k]))
+    tr.queued = _unpacket(s["queued"])
+    tr.inbox_small = [(int(j), obj) for j, obj in s["inbox_small"]]
+
+
+def _event(kind: int, b: Any) -> Any:
+    if kind == DELIVER:
+        return _packet(b)
+    if kind == PAIR:
+        return int(b[0])  # (peer, v): v is the agent's x, rebound on restore
+    return b.copy() if isinstance(b, np.ndarray) else b
+
+
+def capture(sim: Simulator) -> dict[str, Any]:
+    """The state of ``sim`` between two events (after ``run()`` returned with ``interrupted`` set)."""
+    if not sim.interrupted:
+        raise RuntimeError("capture(): the simulator is not at an event boundary")
+    refusing = sorted({type(a).name or type(a).__name__ for a in sim.agents if not type(a).resumable})
+    if refusing:
+        raise UserError(f"algorithm {', '.join(refusing)}: cannot be checkpointed (resumable = False)")
+    heap = sorted(sim._heap)
+    ex = sim._exchange
+    d = sim.delays
+    state: dict[str, Any] = {
+        "now": float(sim.now), "gradients": int(sim.gradients), "events": int(sim.events), "seq": int(sim._seq),
+        "wall": float(sim.wall()),
+        "heap": {"t": np.array([e[0] for e in heap], np.float64),
+                 "prio": np.array([e[1] for e in heap], np.int64), "seq": np.array([e[2] for e in heap], np.int64),
+                 "kind": np.array([e[3] for e in heap], np.int64), "agent": np.array([e[4] for e in heap], np.int64),
+                 "payload": [_event(e[3], e[5]) for e in heap]},
+        "ops": ["" if op is None else type(op).__name__ for op in sim.ops],
+        "agents": [a.state_dict() for a in sim.agents],
+        "oracles": [o.state_dict() for o in sim.oracles],
+        "transports": [_transport(tr) for tr in sim.transports],
+        "clocks": np.array([[getattr(c, f) for f in _CLOCK_FIELDS] for c in sim.clocks], np.float64),
+        "allreduce": [[int(i), float(t), v] for i, t, v in sim._allreduce],
+        "exchange": {"rounds": list(ex.rounds),
+                     "posts": [{int(r): [float(t), v.copy()] for r, (t, v) in p.items()} for p in ex.posts],
+                     "consumed": [{int(r): int(c) for r, c in p.items()} for p in ex.consumed],
+                     "waiting": {int(i): [int(r), out.shape[0]] for i, (r, out) in ex.waiting.items()}},
+        "pair_busy": np.array(sim._pair_busy, np.bool_),
+        "pair_queue": np.array([[i, peer] for i, peer, _ in sim._pair_queue], np.int64).reshape(-1, 2),
+        "delays": {"compute": [_rng(g) for g in d.compute_rngs], "comm": [_rng(g) for g in d.comm_rngs],
+                   "drop": "" if d.drop_rng is None else _rng(d.drop_rng)},
+        "evaluations": {k: np.array([e.get(k, np.nan) for e in sim.evaluations], np.float64)
+                        for k in (sim.evaluations[0] if sim.evaluations else {})},
+    }
+    if "torch" in sys.modules:  # dropout and other layers draw from torch's global stream
+        state["torch_rng"] = sys.modules["torch"].get_rng_state().numpy().copy()
+    return state
+
+
+def restore(sim: Simulator, state: dict[str, Any]) -> None:
+    """Make the fresh ``sim`` (built from the same config, not run yet) continue from ``state``."""
+    refusing = sorted({type(a).name or type(a).__name__ for a in sim.agents if not type(a).resumable})
+    if refusing:
+        raise UserError(f"algorithm {', '.join(refusing)}: cannot resume from a checkpoint (resumable = False)")
+    if len(state["agents"]) != sim.n:
+        raise UserError(f"checkpoint: {len(state['agents'])} agents, the config has {sim.n}")
+    for agent, s in zip(sim.agents, state["agents"], strict=True):
+        agent.load_state_dict(s)
+    for oracle, s in zip(sim.oracles, state["oracles"], strict=True):
+        oracle.load_state_dict(s)
+    for tr, s in zip(sim.transports, state["transports"], strict=True):
+        _load_transport(tr, s)
+    for clock, row in zip(sim.clocks, state["clocks"], strict=True):
+        for f, v in zip(_CLOCK_FIELDS, row, strict=True):
+            setattr(clock, f, float(v))
+    d = sim.delays
+    for g, s in zip(d.compute_rngs, state["delays"]["compute"], strict=True):
+        _set_rng(g, s)
+    for g, s in zip(d.comm_rngs, state["delays"]["comm"], strict=True):
+        _set_rng(g, s)
+    if d.drop_rng is not None and state["delays"]["drop"]:
+        _set_rng(d.drop_rng, state["delays"]["drop"])
+    if "torch_rng" in state:
+        import torch
+
+        torch.set_rng_state(torch.from_numpy(np.asarray(state["torch_rng"], np.uint8)))
+    # restart each generator up to the op it was suspended at (not performed again: its answer is queued)
+    for i, name in enumerate(state["ops"]):
+        if not name:
+            continue
+        op = sim.gens[i].send(None)
+        if type(op).__name__ != name:
+            raise UserError(f"checkpoint: agent {i} restarted at {type(op).__name__}, was suspended at {name}; "
+                            f"algorithm {type(sim.agents[i]).name!r} does not resume exactly")
+        sim.ops[i] = op
+    h = state["heap"]
+    sim._heap = []
+    for t, prio, seq, kind, a, b in zip(h["t"], h["prio"], h["seq"], h["kind"], h["agent"], h["payload"],
+                                        strict=True):
+        kind, a = int(kind), int(a)
+        if kind == DELIVER:
+            b = _unpacket(b)
+        elif kind == PAIR:
+            b = (int(b), sim.ops[a].v)
+        elif kind == RESUME and isinstance(b, np.ndarray):
+            b = b.copy()
+        sim._heap.append((float(t), int(prio), int(seq), kind, a, b))
+    heapq.heapify(sim._heap)
+    sim.now, sim.gradients, sim.events, sim._seq = state["now"], state["gradients"], state["events"], state["seq"]
+    sim._allreduce = [(int(i), float(t), v) for i, t, v in state["allreduce"]]
+    ex, s = sim._exchange, state["exchange"]
+    ex.rounds = [int(r) for r in s["rounds"]]
+    ex.posts = [{int(r): (float(t), v) for r, (t, v) in p.items()} for p in s["posts"]]
+    ex.consumed = [{int(r): int(c) for r, c in p.items()} for p in s["consumed"]]
+    ex.waiting = {int(i): (int(r), np.empty((deg, sim.agents[i].x.size), sim.agents[i].x.dtype))
+                  for i, (r, deg) in s["waiting"].items()}
+    sim._pair_busy = [bool(b) for b in state["pair_busy"]]
+    sim._pair_queue = [(int(i), int(peer), sim.ops[int(i)].v) for i, peer in state["pair_queue"]]
+    ev = state["evaluations"]
+    names = list(ev)
+    sim.evaluations = [{k: float(ev[k][r]) for k in names} for r in range(len(ev[names[0]]) if names else 0)]
+    sim._wall0 = time.perf_counter() - state["wall"]
+    sim.restored = True
+
+
+__all__ = ["AgentClock", "capture", "restore"]
