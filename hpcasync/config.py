@@ -47,6 +47,8 @@ class AlgorithmSection:
     decay: float = 1.0
     # rfast: divide alpha by n (Zhou & Pu 2025 "identical effective step size"; RFAST.effective_alpha)
     scale_alpha_by_n: bool = True
+    # osgp: rounds of push-sum messages that may be outstanding, τ ≥ 1 (Assran et al. 2019 §3)
+    overlap: int = 1
 
 
 @dataclass
@@ -222,6 +224,7 @@ RANGES: dict[str, Range] = {
     "algorithm.beta": _UNIT_OPEN_LOW,
     "algorithm.batch_size": _AT_LEAST_ONE,
     "algorithm.decay": _UNIT_OPEN_LOW,
+    "algorithm.overlap": _AT_LEAST_ONE,
     "topology.n": _AT_LEAST_ONE,
     "topology.degree": _AT_LEAST_ONE,
     "topology.seed": _SEED,
