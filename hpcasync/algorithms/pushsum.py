@@ -7,11 +7,12 @@ column-stochastic P(k)::
 
     w_i ← Σ_j p_ij(k)·w_j,   φ_i ← Σ_j p_ij(k)·φ_j,   z_i = w_i/φ_i
 
-The gradient is taken at the de-biased z_i and applied to w_i before the
-mixing (Assran, Loizou, Ballas & Rabbat 2019, Alg. 1 lines 4–5: "adapt then
-combine"). Column sums of 1 conserve mass: Σ_i φ_i + (φ in flight) = n and
-Σ_i w_i + (w in flight) = Σ_i x_i(0) − Σ (all applied steps α·g) at every
-moment, whatever the delays or the order in which messages land.
+The gradient is taken at the de-biased z_i and applied before the mixing
+(Assran, Loizou, Ballas & Rabbat 2019, Alg. 1 lines 4–5: "adapt then
+combine"), as a step of z_i (w_i ← w_i − α·φ_i·g, see
+:meth:`PushSumAgent.gradient_step`). Column sums of 1 conserve mass:
+Σ_i φ_i + (φ in flight) = n and Σ_i w_i + (w in flight) = Σ_i x_i(0) −
+Σ (all applied steps α·φ_i·g) at every moment, whatever the delays or the order in which messages land.
 
 The state is one array ``m = [w (d), φ, counters]`` so that a message is the
 same layout (``push_delta`` of d + 1 entries, plus OSGP's per-sender message
@@ -121,8 +122,16 @@ class PushSumAgent(Algorithm):
         return self.m
 
     def gradient_step(self, g: np.ndarray) -> None:
-        """w_i ← w_i − α·g (g taken at z_i)."""
-        a = self.alpha()
+        """w_i ← w_i − α·φ_i·g, i.e. z_i ← z_i − α·g (g taken at z_i).
+
+        The step is taken on the de-biased z_i, as the authors' public SGP code
+        does (it re-biases the parameters by φ_i around each gossip), not on w_i
+        as Alg. 1 of Assran et al. 2019 writes it; the two agree while φ_i = 1
+        (doubly-stochastic mixing). On w_i the step on z_i is α/φ_i, which blows
+        up when an agent runs far ahead of the agents it receives from and its
+        φ_i collapses (measured: AGP on Open MPI, φ_i → 1e-5 within a second,
+        loss 1e32); on z_i it stays α."""
+        a = self.alpha() * float(self.m[self.dim])
         axpy(self.w, -a, g)
         axpy(self.applied, a, g)
 

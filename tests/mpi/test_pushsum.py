@@ -42,6 +42,7 @@ def test_mass_is_conserved_on_mpi(out_dir: Path, algorithm: str, topology: str, 
                   budget={"time": 0.0, "gradients": 80 * n}, eval={"interval": 1e6})
     res = run_rank(cfg, out_dir / f"{algorithm}-{topology}-{delays}", comm)
     states = _states(comm, res)
+    updates = sum(comm.allgather(res.agent.iteration))
     error = None
     phi = sum(s["phi"] for s in states)
     w = sum(s["w"] for s in states)
@@ -51,8 +52,8 @@ def test_mass_is_conserved_on_mpi(out_dir: Path, algorithm: str, topology: str, 
         error = f"Σφ − n = {phi - n:.3g}"
     elif werr > 1e-12 * max(1.0, float(np.abs(expected).max())):
         error = f"max |Σw − (Σx0 − Σ applied)| = {werr:.3g}"
-    elif res.agent.iteration < 5:
-        error = f"only {res.agent.iteration} updates"
+    elif updates < 20 * n:  # all ranks together: one may start late on a loaded machine
+        error = f"only {updates} updates in all"
     elif topology == "directed-random" and np.ptp([s["phi"] for s in states]) < 1e-6:
         error = "φ_i all equal on a column- but not row-stochastic graph: the check would be vacuous"
     _all_ok(comm, error)
