@@ -253,6 +253,23 @@ def test_agp_out_of_order_with_steps_conserves_mass() -> None:
         np.testing.assert_allclose(a.x, target, atol=0.1)
 
 
+def test_step_cap_bounds_the_step_of_a_starved_agent() -> None:
+    """Alg. 1's w-step moves z_i by α/φ_i; with φ_i collapsed the cap K bounds it at K·α, else it is untouched."""
+    topo = build_topology(make_config(algorithm={"name": "agp"}, topology=TVEXP))
+    x0 = np.zeros(3)
+    g = np.ones(3)
+    for phi, cap, expected in [(1e-4, 10.0, 10 * 0.1), (0.5, 10.0, 0.1 / 0.5), (1e-4, 1e9, 0.1 / 1e-4)]:
+        cfg = make_config(algorithm={"name": "agp", "step_cap": cap}, topology=TVEXP)
+        setup = AgentSetup(rank=0, n=topo.n, x0=x0, weights=topo.weights(0), out_weights=topo.out_weights(0),
+                           step=StepSize(0.1), mixing=topo.mixing_period(), section=cfg.algorithm)
+        a = AGP(setup)
+        a.m[:3] *= phi
+        a.m[3] = phi
+        a.gradient_step(g)
+        a.debias()
+        np.testing.assert_allclose(-a.x, expected, rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- configuration
 
 

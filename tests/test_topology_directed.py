@@ -110,6 +110,7 @@ def test_directed_custom_and_cli_errors(tmp_path: Path, capsys) -> None:
     ("algorithm.overlap=0", ["algorithm.overlap"]),
     ("algorithm.overlap=-3", ["algorithm.overlap"]),
     ("algorithm.overlap=1.5", ["algorithm.overlap", "integer"]),
+    ("algorithm.step_cap=0.5", ["algorithm.step_cap"]),
     ("algorithm.name=adsgd", ["topology.name", "directed", "sgp"]),
     ("topology.degree=0", ["topology.degree"]),
 ])

@@ -4,7 +4,7 @@
 Each agent loops at its own pace, with its own iteration count k_i choosing
 the round of the period (P(k_i mod L), hpcasync/algorithms/pushsum.py)::
 
-    g ← ∇f_i(z_i; ξ);   w_i ← w_i − α·φ_i·g
+    g ← ∇f_i(z_i; ξ);   w_i ← w_i − α·g      (z_i moves α/φ_i, capped at step_cap·α)
     for each out-neighbour j of round k_i:  push_delta(j, p_ji·(w_i, φ_i));  (w_i, φ_i) −= p_ji·(w_i, φ_i)
     (w_i, φ_i) += everything that arrived (drain_into)
     z_i ← w_i/φ_i

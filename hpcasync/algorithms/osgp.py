@@ -4,7 +4,7 @@ outstanding.
 
 Round k of agent i (P(k mod L), hpcasync/algorithms/pushsum.py)::
 
-    g ← ∇f_i(z_i; ξ);   w_i ← w_i − α·φ_i·g
+    g ← ∇f_i(z_i; ξ);   w_i ← w_i − α·g      (z_i moves α/φ_i, capped at step_cap·α)
     push p_ji(k)·(w_i, φ_i) to each out-neighbour j of round k, keep the rest
     add everything that arrived; while some in-neighbour's messages of rounds ≤ k − τ
     are missing: wait (await_deltas), add what arrived

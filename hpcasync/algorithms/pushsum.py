@@ -1,4 +1,4 @@
-"""Push-sum state and schedule shared by ``sgp``, ``osgp`` and ``agp`` (docs/algorithms.md §7).
+"""Push-sum state and schedule shared by ``sgp``, ``osgp`` and ``agp`` (docs/algorithms.md §8).
 
 Push-sum (Kempe, Dobra & Gehrke 2003; Assran, Aytekin, Feyzmahdavian,
 Johansson & Rabbat 2020, §4.3 eq. (10)): agent i keeps a numerator w_i and a
@@ -9,10 +9,10 @@ column-stochastic P(k)::
 
 The gradient is taken at the de-biased z_i and applied before the mixing
 (Assran, Loizou, Ballas & Rabbat 2019, Alg. 1 lines 4–5: "adapt then
-combine"), as a step of z_i (w_i ← w_i − α·φ_i·g, see
-:meth:`PushSumAgent.gradient_step`). Column sums of 1 conserve mass:
-Σ_i φ_i + (φ in flight) = n and Σ_i w_i + (w in flight) = Σ_i x_i(0) −
-Σ (all applied steps α·φ_i·g) at every moment, whatever the delays or the order in which messages land.
+combine"), w_i ← w_i − α·g, with a cap on the step of z_i, α/φ_i, for
+agents whose φ_i collapsed (:meth:`PushSumAgent.gradient_step`). Column sums
+of 1 conserve mass: Σ_i φ_i + (φ in flight) = n and Σ_i w_i + (w in flight)
+= Σ_i x_i(0) − Σ (all applied steps) at every moment, whatever the delays or the order in which messages land.
 
 The state is one array ``m = [w (d), φ, counters]`` so that a message is the
 same layout (``push_delta`` of d + 1 entries, plus OSGP's per-sender message
@@ -30,6 +30,7 @@ import numpy as np
 
 from hpcasync.algorithms.base import AgentSetup, Algorithm
 from hpcasync.algorithms.transport import Transport
+from hpcasync.errors import require
 from hpcasync.kernels import axpy
 
 
@@ -107,6 +108,10 @@ class PushSumAgent(Algorithm):
         self.m[:d] = self.x
         self.m[d] = 1.0
         self.applied = np.zeros(d, self.x.dtype)
+        cap = getattr(setup.section, "step_cap", 10.0) if setup.section is not None else 10.0
+        require(isinstance(cap, int | float) and cap >= 1,
+                f"config field algorithm.step_cap: expected a number >= 1, got {cap!r}")
+        self.step_cap = float(cap)
         self._shares: dict[int, np.ndarray] = {}
 
     @property
@@ -122,16 +127,19 @@ class PushSumAgent(Algorithm):
         return self.m
 
     def gradient_step(self, g: np.ndarray) -> None:
-        """w_i ← w_i − α·φ_i·g, i.e. z_i ← z_i − α·g (g taken at z_i).
+        """w_i ← w_i − α·min(1, K·φ_i)·g, K = ``algorithm.step_cap`` (g taken at z_i).
 
-        The step is taken on the de-biased z_i, as the authors' public SGP code
-        does (it re-biases the parameters by φ_i around each gossip), not on w_i
-        as Alg. 1 of Assran et al. 2019 writes it; the two agree while φ_i = 1
-        (doubly-stochastic mixing). On w_i the step on z_i is α/φ_i, which blows
-        up when an agent runs far ahead of the agents it receives from and its
-        φ_i collapses (measured: AGP on Open MPI, φ_i → 1e-5 within a second,
-        loss 1e32); on z_i it stays α."""
-        a = self.alpha() * float(self.m[self.dim])
+        Alg. 1 of Assran et al. 2019 steps w_i by α·g, i.e. z_i by α/φ_i: what
+        keeps the network average Σw/n moving by α/n per gradient. φ_i is the
+        mass held *here*, and under bursty execution (ranks sharing cores) an
+        agent that runs alone for a while gives its mass away geometrically
+        (×p_ii per step): φ_i fell below 1e-4 within a second on 4 ranks / 2
+        cores (Open MPI) and the z-step α/φ_i blew the model up (loss 1e32). The
+        cap bounds the z-step at K·α and leaves Alg. 1 untouched while φ_i ≥ 1/K.
+        (The authors' code steps z_i by α, i.e. K = 1; measured 4× slower to the
+        target on the 9-agent grid, docs/reproduction.md: mass in flight keeps
+        the local φ_i near 1/3 there, so that step is α/3 on the average.)"""
+        a = self.alpha() * min(1.0, self.step_cap * float(self.m[self.dim]))
         axpy(self.w, -a, g)
         axpy(self.applied, a, g)
 

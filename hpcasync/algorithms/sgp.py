@@ -3,7 +3,7 @@
 Round k, with the column-stochastic P(k) of the topology (hpcasync/algorithms/pushsum.py)::
 
     g ← ∇f_i(z_i; ξ)                                   z_i = w_i/φ_i
-    w_i ← w_i − α·φ_i·g                                    (w_i^{k+1/2})
+    w_i ← w_i − α·g                                        (w_i^{k+1/2}; capped, pushsum.py)
     (w_i, φ_i) ← Σ_j p_ij(k)·(w_j^{k+1/2}, φ_j)        j = i and the round's in-neighbours
     z_i ← w_i/φ_i
 
