@@ -75,7 +75,8 @@ def main() -> None:
         "definition": "bytes (and messages) sent per gradient, all agents together; models_per_update = bytes / "
                       "(8 d); MPI counts include the two 8-byte seqlock words of each model message and the "
                       "stop/time words of each synchronous round",
-        "model_bytes": MODEL_BYTES, "topology": args.topology, "budget_s": args.budget, "time_unit_s": args.time_unit, "runs": commands,
+        "model_bytes": MODEL_BYTES, "topology": args.topology, "budget_s": args.budget,
+        "time_unit_s": args.time_unit, "runs": commands,
         "results": rows,
     }, args.out)
     print(f"wrote {path}")

@@ -2,7 +2,7 @@
 2020, §5.1 eq. (11)–(12)): push-sum SGD with no synchronisation at all.
 
 Each agent loops at its own pace, with its own iteration count k_i choosing
-the round of the period (P(k_i mod L), hpcasync/algorithms/pushsum.py)::
+the round of the period (P(k_i mod L), hpcasync/algorithms/_pushsum.py)::
 
     g ← ∇f_i(z_i; ξ);   w_i ← w_i − α·g      (z_i moves α/φ_i, capped at step_cap·α)
     for each out-neighbour j of round k_i:  push_delta(j, p_ji·(w_i, φ_i));  (w_i, φ_i) −= p_ji·(w_i, φ_i)
@@ -19,8 +19,8 @@ like AD-PSGD's update-frequency bias.
 
 from __future__ import annotations
 
+from hpcasync.algorithms._pushsum import PushSumAgent
 from hpcasync.algorithms.base import register
-from hpcasync.algorithms.pushsum import PushSumAgent
 from hpcasync.algorithms.transport import OpGenerator, Transport
 
 

@@ -2,7 +2,7 @@
 Feyzmahdavian, Johansson & Rabbat 2020, §5.1 eq. (11)): push-sum SGD with at most τ rounds of messages
 outstanding.
 
-Round k of agent i (P(k mod L), hpcasync/algorithms/pushsum.py)::
+Round k of agent i (P(k mod L), hpcasync/algorithms/_pushsum.py)::
 
     g ← ∇f_i(z_i; ξ);   w_i ← w_i − α·g      (z_i moves α/φ_i, capped at step_cap·α)
     push p_ji(k)·(w_i, φ_i) to each out-neighbour j of round k, keep the rest
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpcasync.algorithms._pushsum import PushSumAgent
 from hpcasync.algorithms.base import AgentSetup, register
-from hpcasync.algorithms.pushsum import PushSumAgent
 from hpcasync.algorithms.transport import OpGenerator, Transport
 from hpcasync.errors import require
 

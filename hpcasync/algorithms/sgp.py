@@ -1,9 +1,9 @@
 """SGP, Stochastic Gradient Push (Assran, Loizou, Ballas & Rabbat 2019, Alg. 1): synchronous push-sum SGD.
 
-Round k, with the column-stochastic P(k) of the topology (hpcasync/algorithms/pushsum.py)::
+Round k, with the column-stochastic P(k) of the topology (hpcasync/algorithms/_pushsum.py)::
 
     g ← ∇f_i(z_i; ξ)                                   z_i = w_i/φ_i
-    w_i ← w_i − α·g                                        (w_i^{k+1/2}; capped, pushsum.py)
+    w_i ← w_i − α·g                                        (w_i^{k+1/2}; capped, _pushsum.py)
     (w_i, φ_i) ← Σ_j p_ij(k)·(w_j^{k+1/2}, φ_j)        j = i and the round's in-neighbours
     z_i ← w_i/φ_i
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpcasync.algorithms._pushsum import PushSumAgent
 from hpcasync.algorithms.base import register
-from hpcasync.algorithms.pushsum import PushSumAgent
 from hpcasync.algorithms.transport import OpGenerator, Transport
 
 
