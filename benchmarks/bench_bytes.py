@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=5.0, help="wall seconds per run")
     p.add_argument("--time-unit", type=float, default=0.002)
     p.add_argument("--algorithms", nargs="+", default=["adsgd", "adsgd-delta", "dsgd", "allreduce"])
+    p.add_argument("--topology", default="grid",
+                   help="topology.name of the 9 agents (grid 3x3; e.g. time-varying-exponential for push-sum)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     rows, commands = [], []
@@ -52,7 +54,9 @@ def main() -> None:
             for delays in ("none", "case"):
                 raw = digits_config(f"{algorithm}-{delays}", algorithm, delays={"model": delays, "case": 1},
                                     budget={"time": args.budget}, mpi={"time_unit": args.time_unit},
-                                    eval={"log_every": 10})
+                                    eval={"log_every": 10},
+                                    topology={"name": args.topology, "n": 9,
+                                              "shape": [3, 3] if args.topology == "grid" else []})
                 run_dir, cmd = run_config(raw, Path(tmp))
                 commands.append(cmd)
                 b = bytes_per_update(open_run(run_dir))
@@ -71,7 +75,8 @@ def main() -> None:
         "definition": "bytes (and messages) sent per gradient, all agents together; models_per_update = bytes / "
                       "(8 d); MPI counts include the two 8-byte seqlock words of each model message and the "
                       "stop/time words of each synchronous round",
-        "model_bytes": MODEL_BYTES, "budget_s": args.budget, "time_unit_s": args.time_unit, "runs": commands,
+        "model_bytes": MODEL_BYTES, "topology": args.topology, "budget_s": args.budget,
+        "time_unit_s": args.time_unit, "runs": commands,
         "results": rows,
     }, args.out)
     print(f"wrote {path}")

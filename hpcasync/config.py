@@ -47,6 +47,10 @@ class AlgorithmSection:
     decay: float = 1.0
     # rfast: divide alpha by n (Zhou & Pu 2025 "identical effective step size"; RFAST.effective_alpha)
     scale_alpha_by_n: bool = True
+    # osgp: rounds of push-sum messages that may be outstanding, τ ≥ 1 (Assran et al. 2019 §3)
+    overlap: int = 1
+    # sgp/osgp/agp: the step on z_i = w_i/φ_i is α/φ_i (Alg. 1's w-step), capped at step_cap·α
+    step_cap: float = 10.0
 
 
 @dataclass
@@ -223,6 +227,8 @@ RANGES: dict[str, Range] = {
     "algorithm.beta": _UNIT_OPEN_LOW,
     "algorithm.batch_size": _AT_LEAST_ONE,
     "algorithm.decay": _UNIT_OPEN_LOW,
+    "algorithm.overlap": _AT_LEAST_ONE,
+    "algorithm.step_cap": _ge(1),
     "topology.n": _AT_LEAST_ONE,
     "topology.degree": _AT_LEAST_ONE,
     "topology.seed": _SEED,

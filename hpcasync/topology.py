@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import networkx as nx
 import numpy as np
@@ -31,6 +32,8 @@ RANDOM_TRIES = 100
 class Topology:
     """A named graph with its mixing matrix W (``eq=False``: W is an array, compare by identity)."""
 
+    #: arcs have a direction (hpcasync/topology_directed.py): only ``Algorithm.directed_ok`` algorithms run on it
+    directed: ClassVar[bool] = False
     name: str
     graph: nx.Graph
     W: np.ndarray
@@ -53,6 +56,19 @@ class Topology:
     def neighbors(self, i: int) -> list[int]:
         """N_i, sorted, without i."""
         return sorted(j for j in self.graph.neighbors(i) if j != i)
+
+    # Directed and time-varying topologies (topology_directed.py) override these four.
+    def in_neighbors(self, i: int) -> list[int]:
+        return self.neighbors(i)  # agents whose messages reach i
+
+    def out_neighbors(self, i: int) -> list[int]:
+        return self.neighbors(i)  # agents i sends to
+
+    def mixing_period(self) -> tuple[np.ndarray, ...]:
+        return (self.W,)  # P(0..L−1), used in round k as P(k mod L)
+
+    def directed_graph(self) -> nx.DiGraph:
+        return self.graph.to_directed()  # the arcs messages travel along
 
     def degree(self, i: int) -> int:
         """d_i = |N_i|."""
@@ -386,3 +402,6 @@ register_graph("exponential", lambda cfg: exponential_graph(cfg.n))
 register_graph("hypercube", lambda cfg: hypercube_graph(cfg.n))
 register_graph("random", lambda cfg: random_graph(cfg.n, cfg.degree, cfg.seed))
 TOPOLOGIES.add("custom", _custom)
+
+# directed and time-varying families (they import this module, so the import comes last)
+from hpcasync import topology_directed as _directed  # noqa: E402,F401

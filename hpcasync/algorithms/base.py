@@ -50,6 +50,10 @@ class AgentSetup:
     beta: float = 1.0
     #: AD-PSGD: this agent is on the active side of the graph's bipartition
     active: bool = True
+    #: the topology's mixing matrices of one period, P(k mod L) in round k ((W,) on a static graph)
+    mixing: tuple[np.ndarray, ...] = ()
+    #: the ``[algorithm]`` config section, for algorithm-specific fields (osgp's ``overlap``)
+    section: Any = None
 
 
 class Algorithm(abc.ABC):
@@ -70,6 +74,8 @@ class Algorithm(abc.ABC):
     payload: ClassVar[str] = "model"
     #: the topology must be bipartite; ``setup.active`` then tells this agent's side (AD-PSGD)
     needs_bipartite: ClassVar[bool] = False
+    #: runs on directed and time-varying topologies (column-stochastic P(k), ``setup.mixing``)
+    directed_ok: ClassVar[bool] = False
     #: transport features used (an engine lacking one refuses the algorithm, see :data:`FEATURES`)
     requires: ClassVar[frozenset[str]] = frozenset()
     #: whether it mixes possibly stale copies of neighbour models (the report's staleness table)
@@ -173,6 +179,7 @@ FEATURES: dict[str, str] = {
     "barrier": "barrier",
     "pair_average": "pair_average (atomic pairwise averaging)",
     "send_small": "send_small / poll_small (small control messages)",
+    "await_deltas": "await_deltas (block until a delta lands in this agent's accumulator)",
 }
 
 

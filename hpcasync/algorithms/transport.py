@@ -73,6 +73,16 @@ class PairAverage(Op):
     v: np.ndarray
 
 
+@dataclass
+class AwaitDeltas(Op):
+    """Block until a delta lands in this agent's accumulator (push-sum's bounded overlap, OSGP).
+
+    The simulator resumes the agent when the next delta for it is delivered (at
+    once if one arrived since the last ``drain_into``); the MPI engine sleeps a
+    short, growing back-off. The caller drains and checks again: a wake-up says
+    only that something may have arrived."""
+
+
 OpGenerator = Generator[Op, Any, Any]
 
 
@@ -109,6 +119,10 @@ class Transport(abc.ABC):
 
     def barrier(self) -> Generator[Op, Any, None]:
         yield Barrier()
+
+    def await_deltas(self) -> Generator[Op, Any, None]:
+        """Wait for deltas to arrive (OSGP); see :class:`AwaitDeltas`."""
+        yield AwaitDeltas()
 
     def pair_average(self, peer: int, v: np.ndarray) -> Generator[Op, Any, None]:
         """Atomic pairwise average with ``peer`` (AD-PSGD); ``v`` is updated in place."""

@@ -24,6 +24,10 @@ def check_supported(cls: type[Algorithm], features: frozenset[str] | set[str], e
 def build_topology(cfg: Config) -> Topology:
     t = topo.build(cfg.topology)
     algo = base.get(cfg.algorithm.name)
+    if t.directed and not algo.directed_ok:
+        ok = ", ".join(n for n in base.names() if base.get(n).directed_ok)
+        raise UserError(f"config field topology.name: topology {cfg.topology.name!r} is directed; algorithm "
+                        f"{cfg.algorithm.name!r} needs an undirected graph (directed topologies run {ok})")
     if algo.needs_bipartite:
         require(t.is_bipartite(),
                 f"algorithm {cfg.algorithm.name}: needs a bipartite graph; topology {cfg.topology.name!r} "
@@ -50,5 +54,6 @@ def build_agent(cfg: Config, topology: Topology, rank: int, x0: np.ndarray) -> A
         rank=rank, n=topology.n, x0=x0, weights=topology.weights(rank),
         out_weights=topology.out_weights(rank), step=step_size(cfg, topology.n), beta=cfg.algorithm.beta,
         active=active_side(topology, rank) if cls.needs_bipartite else True,
+        mixing=topology.mixing_period(), section=cfg.algorithm,
     )
     return cls(setup)

@@ -127,7 +127,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
     agent = setup.agent
     assert agent is not None and writer is not None and world.workers is not None
     comm, rank = world.comm, world.rank
-    nbrs = setup.topology.neighbors(rank)
+    nbrs, out_nbrs = setup.topology.in_neighbors(rank), setup.topology.out_neighbors(rank)
     comm_delay = None
     if setup.delays_on:
         def comm_delay() -> float:
@@ -140,7 +140,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
     complete = False
     w: Worker | None = None
     try:
-        transport = MpiTransport(world.workers, in_neighbors=nbrs, out_neighbors=nbrs, x0=setup.x0,
+        transport = MpiTransport(world.workers, in_neighbors=nbrs, out_neighbors=out_nbrs, x0=setup.x0,
                                  payload=agent.payload, synchronous=type(agent).synchronous,
                                  iteration=lambda: agent.iteration, comm_delay=comm_delay,
                                  delta_target=delta_target, message0=agent.initial_message(),

@@ -107,7 +107,8 @@ class MpiTransport(Transport):
     """
 
     # no control channel yet: send_small / poll_small are simulator-only
-    features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier", "pair_average"})
+    features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier", "pair_average",
+                          "await_deltas"})
 
     def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
@@ -154,7 +155,9 @@ class MpiTransport(Transport):
                     self._pushed = message0
             elif payload == "delta":
                 initial = None if delta_target is None else np.array(delta_target, self.dtype)
-                self.acc = DeltaAccumulator(comm, self.dim, self.out_neighbors, initial=initial, dtype=self.dtype)
+                # a delta has the message's length (push-sum: d + 1 or more, Algorithm.initial_message)
+                self.acc = DeltaAccumulator(comm, self.message_dim, self.out_neighbors, initial=initial,
+                                            dtype=self.dtype)
             if pair_model is not None:
                 self.pairs = PairWindow(comm, pair_model, self.out_neighbors, pair_active, clock=clock)
                 self.versions = self.pairs.versions  # updated in place by the exchanges
@@ -164,7 +167,7 @@ class MpiTransport(Transport):
         except BaseException:
             self.free()
             raise
-        self.outbox = Outbox(self.message_dim if payload == "model" else self.dim, self._send_model,
+        self.outbox = Outbox(self.message_dim, self._send_model,
                              self._send_delta, comm_delay, clock, dtype=self.dtype)
         # collective buffers: the payload (model dtype) plus [stop round, available-at time] (float64),
         # packed as bytes for the neighbour exchange; the allreduce sends the payload alone

@@ -14,7 +14,14 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync import delays as delay_models
-from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage
+from hpcasync.algorithms.transport import (
+    AllreduceMean,
+    AwaitDeltas,
+    Barrier,
+    Compute,
+    NeighborExchange,
+    PairAverage,
+)
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
@@ -32,6 +39,8 @@ TOTAL_SYNC_S = 1e-3
 MAX_PAD_SLEEP_S = 5e-3
 #: longest sleep between two Tests of a pending collective
 MAX_WAIT_SLEEP_S = 5e-4
+#: AwaitDeltas (OSGP): first and longest back-off sleep while waiting for neighbours' messages
+AWAIT_SLEEP_S = (2e-5, 5e-4)
 #: longest sleep of a passive AD-PSGD agent while padding: peers' locks on its model wait for its progress
 PAIR_POLL_S = 2e-4
 
@@ -78,7 +87,8 @@ class Worker:
         self.log_every = cfg.eval.log_every
         self.flush_interval = cfg.mpi.flush_interval
         self.publish_every = publish_interval(cfg.eval.interval, transport.dim) if world.has_monitor else math.inf
-        self.diameter = diameter(setup.topology.graph, self.n)
+        self.diameter = diameter(setup.topology.directed_graph(), self.n)  # hops along arcs (stop rounds)
+        self._await_sleep = AWAIT_SLEEP_S[0]
         self.t0 = 0.0
         # accounting (seconds unless *_units)
         self.compute_s = self.gradient_s = self.mix_s = self.idle_s = self.monitor_s = self.log_s = 0.0
@@ -244,6 +254,14 @@ class Worker:
     def _barrier(self) -> None:
         self._wait(self.t.start_barrier())
 
+    def _await_deltas(self) -> bool:
+        """Sleep one back-off step (doubling while the agent keeps waiting); True if the budget ran out."""
+        start = self.now()
+        stopped = self._sleep_until(start + self._await_sleep, check_stop=True)
+        self._await_sleep = min(2 * self._await_sleep, AWAIT_SLEEP_S[1])
+        self.idle_s += self.now() - start
+        return stopped
+
     def _pair_average(self, peer: int, v: np.ndarray) -> None:
         hold = None
         if self.delays_on:
@@ -344,6 +362,7 @@ class Worker:
                             break
                     elif self._async_stop(now, adding=1):
                         break
+                    self._await_sleep = AWAIT_SLEEP_S[0]
                     x = op.x
                     if self.pair_passive and x is self.t.pairs.x:
                         x = self.t.pairs.snapshot  # peers may average into x meanwhile
@@ -360,6 +379,10 @@ class Worker:
                     value = None
                 elif kind is PairAverage:
                     self._pair_average(op.peer, op.v)
+                    value = None
+                elif kind is AwaitDeltas:
+                    if self._await_deltas():
+                        break
                     value = None
                 else:
                     raise TypeError(f"rank {self.rank} yielded {op!r}, not an Op")

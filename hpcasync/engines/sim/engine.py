@@ -32,7 +32,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from hpcasync.algorithms.base import Algorithm
-from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage
+from hpcasync.algorithms.transport import (
+    AllreduceMean,
+    AwaitDeltas,
+    Barrier,
+    Compute,
+    NeighborExchange,
+    PairAverage,
+)
 from hpcasync.delays import DelayModel
 from hpcasync.engines.evaluation import evaluate_average
 from hpcasync.engines.sim.transport import Packet, SimTransport
@@ -103,8 +110,8 @@ class Simulator:
         self._seq = 0
         self.clocks = [AgentClock() for _ in range(self.n)]
         self.transports = [
-            SimTransport(self, i, topology.neighbors(i), topology.neighbors(i), agents[i].initial_message(),
-                         agents[i].payload)
+            SimTransport(self, i, topology.in_neighbors(i), topology.out_neighbors(i),
+                         agents[i].initial_message(), agents[i].payload)
             for i in range(self.n)
         ]
         self.gens = [a.run(t) for a, t in zip(agents, self.transports, strict=True)]
@@ -123,6 +130,7 @@ class Simulator:
         self._exchange = _Exchange([0] * self.n, [{} for _ in range(self.n)], [{} for _ in range(self.n)])
         self._pair_busy = [False] * self.n
         self._pair_queue: list[tuple[int, int, np.ndarray]] = []
+        self._awaiting: set[int] = set()  # agents blocked in AwaitDeltas
         self._mean = np.empty_like(agents[0].x)
         self._wall0 = time.perf_counter()
         self.evaluations: list[dict[str, float]] = []
@@ -208,6 +216,12 @@ class Simulator:
             self._collective(i, None)
         elif kind is PairAverage:
             self._pair_request(i, op.peer, op.v)
+        elif kind is AwaitDeltas:
+            self._block(i)
+            if self.transports[i].fresh:
+                self._wake(i, self.now, None)
+            else:
+                self._awaiting.add(i)
         else:
             raise TypeError(f"agent {i} yielded {op!r}, not an Op")
 
@@ -255,6 +269,9 @@ class Simulator:
             if drop and self.delays.dropped():
                 continue
             self.transports[j].receive(i, packet)
+            if j in self._awaiting and self.transports[j].fresh:
+                self._awaiting.discard(j)
+                self._wake(j, self.now, None)
         tr.recycle(packet)
         tr.busy = False
         self._kick(i)

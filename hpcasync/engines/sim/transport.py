@@ -47,7 +47,7 @@ class SimTransport(Transport):
     """Agent ``rank``'s endpoint in a simulator (``engine.Simulator``)."""
 
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier",
-                          "pair_average", "send_small"})
+                          "pair_average", "send_small", "await_deltas"})
 
     def __init__(self, sim: AgentHost, rank: int, in_neighbors: list[int], out_neighbors: list[int],
                  x0: np.ndarray, payload: str) -> None:
@@ -66,6 +66,7 @@ class SimTransport(Transport):
         self.slots = np.tile(x0, (len(in_neighbors), 1)) if payload == "model" else np.empty((0, x0.size), x0.dtype)
         self.inbox = np.zeros_like(x0) if payload == "delta" else np.empty(0, x0.dtype)
         self.inbox_small: list[tuple[int, Any]] = []
+        self.fresh = False  # a delta landed since the last drain_into (what wakes AwaitDeltas)
         self.queued = Packet()
         self.busy = False
         self._spare: list[np.ndarray] = []  # recycled model/delta buffers
@@ -103,6 +104,7 @@ class SimTransport(Transport):
 
     def drain_into(self, s: np.ndarray) -> None:
         add_and_zero(s, self.inbox)
+        self.fresh = False
 
     def send_small(self, j: int, obj: Any) -> None:
         self.queued.small.append((j, obj))
@@ -137,6 +139,7 @@ class SimTransport(Transport):
         delta = packet.deltas.get(self.rank)
         if delta is not None:
             axpy(self.inbox, 1.0, delta)
+            self.fresh = True
             if k is not None:
                 self.received[k] = max(self.received[k], packet.delta_version)
         for dst, obj in packet.small:
