@@ -50,6 +50,8 @@ class AgentSetup:
     beta: float = 1.0
     #: AD-PSGD: this agent is on the active side of the graph's bipartition
     active: bool = True
+    #: the ``[algorithm]`` config section, for options of one algorithm (step rules, reductions)
+    options: Any = None
 
 
 class Algorithm(abc.ABC):
@@ -169,6 +171,7 @@ FEATURES: dict[str, str] = {
     "barrier": "barrier",
     "pair_average": "pair_average (atomic pairwise averaging)",
     "send_small": "send_small / poll_small (small control messages)",
+    "server": "server_step / read_server (a parameter server's x and version k; atomic or lock-free steps)",
 }
 
 

@@ -49,6 +49,6 @@ def build_agent(cfg: Config, topology: Topology, rank: int, x0: np.ndarray) -> A
     setup = AgentSetup(
         rank=rank, n=topology.n, x0=x0, weights=topology.weights(rank),
         out_weights=topology.out_weights(rank), step=step_size(cfg, topology.n), beta=cfg.algorithm.beta,
-        active=active_side(topology, rank) if cls.needs_bipartite else True,
+        active=active_side(topology, rank) if cls.needs_bipartite else True, options=cfg.algorithm,
     )
     return cls(setup)
