@@ -150,3 +150,15 @@ def test_bad_server_options_are_one_line_errors(field: str, value, message: str)
 def test_theorem_rule_needs_the_smoothness() -> None:
     with pytest.raises(UserError, match="algorithm.smoothness"):
         config.from_dict(lsq_sections(2, algorithm={"step_rule": "theorem"}), source="test")
+
+
+def test_report_draws_the_delay_histogram(tmp_path) -> None:
+    from hpcasync.results.report import make_report
+
+    for alg in ("async-sgd", "minibatch-sgd"):
+        cfg = config.from_dict(lsq_sections(3, algorithm={"name": alg}, budget={"gradients": 60},
+                                            delays={"model": "case", "case": 3}, eval={"interval": 5.0}),
+                               source="test")
+        simulate(cfg, tmp_path / alg)
+    files = make_report([tmp_path], tmp_path / "report", echo=False)["files"]
+    assert files["delays"].stat().st_size > 1000 and files["server_loss"].stat().st_size > 1000
