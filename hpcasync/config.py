@@ -49,7 +49,7 @@ class AlgorithmSection:
     decay: float = 1.0
     # rfast: divide alpha by n (Zhou & Pu 2025 "identical effective step size"; RFAST.effective_alpha)
     scale_alpha_by_n: bool = True
-    # async-sgd / hogwild: the step as a function of the delay τ (algorithms/step_rules.py)
+    # async-sgd / hogwild: the step as a function of the delay τ (algorithms/async_sgd.py: delay_rule)
     step_rule: str = "constant"  # constant | adaptive | theorem
     smoothness: float = 0.0  # L of step_rule = "theorem" (Mishchenko et al. 2022 Thm 3.1)
     # minibatch-sgd: the server steps with the sum or the mean of the M gradients

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hpcasync import config, problems
+from hpcasync.algorithms.async_sgd import delay_rule
 from hpcasync.algorithms.base import StepSize
-from hpcasync.algorithms.step_rules import delay_rule
 from hpcasync.engines.sim.runner import build_simulator, simulate
 from hpcasync.errors import UserError
 from hpcasync.kernels import axpy

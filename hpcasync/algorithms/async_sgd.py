@@ -10,7 +10,7 @@ Workers never wait for each other. Each step is atomic (the paper's model:
 nobody reads half a step); the engines keep it so (the simulator applies it
 at one instant, the MPI engine under a seqlock on rank 0's window,
 ``engines/mpi/server.py``). γ(k, τ) is the configured step rule
-(``algorithm.step_rule``, :mod:`hpcasync.algorithms.step_rules`): constant,
+(``algorithm.step_rule``, :func:`delay_rule` below): constant,
 the authors' delay-adaptive γ·M/max(M, τ), or Theorem 3.1's
 min{1/(4L(τ+1)), 1/(4ML), α}. ``topology.n`` is the number of workers M;
 the server is not an agent (the topology's edges are not used). Every applied
@@ -22,11 +22,44 @@ reads the server's final x into it, so every worker ends with the server's model
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
-from hpcasync.algorithms.base import AgentSetup, Algorithm, register
-from hpcasync.algorithms.step_rules import delay_rule
+from hpcasync.algorithms.base import AgentSetup, Algorithm, StepSize, register
 from hpcasync.algorithms.transport import OpGenerator, Transport
+from hpcasync.errors import UserError
+
+#: ``algorithm.step_rule``: the step as a function of the delay τ (see :func:`delay_rule`)
+RULES = ("constant", "adaptive", "theorem")
+
+
+def delay_rule(name: str, step: StepSize, workers: int, smoothness: float = 0.0) -> Callable[[int, int], float]:
+    """γ(k, τ) for rule ``name``: k is the server's version, τ = k − prev the delay of the gradient
+    (steps applied since its worker read the model: 0 for a gradient of the current model).
+
+    * ``constant``: γ_k = γ (Alg. 1 with a fixed step; Theorems 1 and 2).
+    * ``adaptive``: γ_k = γ·M / max(M, τ), the rule of the authors' public code (the Fig. 1
+      notebook): the full step while τ ≤ M, shrinking as 1/τ beyond.
+    * ``theorem``: Mishchenko et al. 2022, Theorem 3.1 (convex F, L-smooth):
+      γ_k = min{1/(4L·τ(k)), 1/(4ML), B/(σ√K)}. The paper counts the step itself (its x_k is the
+      iterate after the step), so its τ(k) is our τ + 1. The third cap (B, σ and K are rarely
+      known) is the configured α; L is ``algorithm.smoothness``. (Theorem 3.3, non-convex, has
+      1/(2ML) as its second cap; we implement 3.1.)
+
+    γ is the configured step of the schedule (``algorithm.alpha``, times decay^k with the
+    exponential schedule, k the server's version).
+    """
+    m = max(int(workers), 1)
+    if name == "constant":
+        return lambda k, tau: step(k)
+    if name == "adaptive":
+        return lambda k, tau: step(k) * m / max(m, tau)
+    if name == "theorem":
+        if not smoothness > 0:
+            raise UserError('config field algorithm.smoothness: step_rule = "theorem" needs the smoothness L > 0')
+        cap = 1.0 / (4.0 * m * smoothness)
+        return lambda k, tau: min(1.0 / (4.0 * smoothness * (tau + 1)), cap, step(k))
+    raise UserError(f"config field algorithm.step_rule: unknown name {name!r}; expected one of {', '.join(RULES)}")
 
 
 @register

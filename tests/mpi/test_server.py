@@ -17,8 +17,8 @@ import pytest
 from mpi4py import MPI
 
 from hpcasync import config, problems
+from hpcasync.algorithms.async_sgd import delay_rule
 from hpcasync.algorithms.base import StepSize
-from hpcasync.algorithms.step_rules import delay_rule
 from hpcasync.engines.mpi.runner import run_rank
 from hpcasync.engines.mpi.server import ServerWindow
 from hpcasync.kernels import axpy
