@@ -30,15 +30,18 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 FIGS = ROOT / "docs" / "figures"
 
-#: (name, overrides): the paper's three methods with its tuned steps, Theorem 3.1's rule, and smaller steps
+#: (name, overrides): the paper's three methods with its tuned steps, Theorem 3.1's rule, and the largest
+#: asynchronous step of the grid 0.43, 0.3, 0.2, 0.15, 0.1, 0.05 that converges here (0.15; 0.2 diverges)
 METHODS = {
     "minibatch-0.19": ["algorithm.name=minibatch-sgd", "algorithm.alpha=0.19", "algorithm.reduce=sum"],
     "async-0.43": ["algorithm.step_rule=constant", "algorithm.alpha=0.43"],
     "adaptive-0.43": ["algorithm.step_rule=adaptive", "algorithm.alpha=0.43"],
     "theorem": ["algorithm.step_rule=theorem", "algorithm.alpha=0.43", "algorithm.smoothness={L}"],
-    "async-0.05": ["algorithm.step_rule=constant", "algorithm.alpha=0.05"],
-    "adaptive-0.05": ["algorithm.step_rule=adaptive", "algorithm.alpha=0.05"],
+    "async-0.15": ["algorithm.step_rule=constant", "algorithm.alpha=0.15"],
+    "adaptive-0.15": ["algorithm.step_rule=adaptive", "algorithm.alpha=0.15"],
 }
+#: the F − F* of the time-to-target table (F(x0) − F* ≈ 0.29; minibatch ends at ≈ 3e-3, async 0.15 at ≈ 5e-3)
+TARGET = 1e-2
 SLOWDOWNS = (1.0, 10.0, 100.0)
 
 
@@ -107,19 +110,16 @@ def main() -> int:
         runs = [open_run(d) for d in dirs]
         plot_server_loss(runs, FIGS / f"mishchenko_{setting}_loss.png", "virtual_time", offset=f_star, labels=labels)
         recorded = [(r, s) for r, lab in zip(runs, labels, strict=True)
-                    if (s := r.server_steps()) is not None and lab in ("adaptive-0.43", "adaptive-0.05")]
+                    if (s := r.server_steps()) is not None and lab in ("adaptive-0.43", "adaptive-0.15")]
         plot_delay_histogram(recorded, FIGS / f"mishchenko_{setting}_delays.png",
-                             labels=[lab for lab in labels if lab in ("adaptive-0.43", "adaptive-0.05")])
-    # time to F − F* ≤ target: minibatch 0.19 against the asynchronous runs, per slowdown of one worker;
-    # the target is what minibatch SGD reaches in half its rounds with equal workers (so it reaches it)
-    ev = open_run(out / "equal-minibatch-0.19").evaluations
-    half = np.flatnonzero(ev["gradients"] >= ev["gradients"][-1] / 2)[0]
-    target = float(ev["train_loss"][half] - f_star)
+                             labels=[lab for lab in labels if lab in ("adaptive-0.43", "adaptive-0.15")])
+    # time to F − F* ≤ TARGET: minibatch 0.19 against the asynchronous runs, per slowdown of one worker
+    target = TARGET
     ratios = []
     for s in SLOWDOWNS:
         extra = ["delays.case=1"] if s == 1.0 else ["delays.case=3", f"delays.slowdown={s}"]
         row = {"slowdown": s}
-        for method in ("minibatch-0.19", "adaptive-0.43", "adaptive-0.05", "async-0.05"):
+        for method in ("minibatch-0.19", "adaptive-0.43", "adaptive-0.15", "async-0.15"):
             name = f"slow{s:g}-{method}"
             d = run(name, [*[o.format(L=L) for o in METHODS[method]], *extra, *budget], out, s)
             row[method] = first_time(d, f_star, target)
