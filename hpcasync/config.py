@@ -24,10 +24,12 @@ from hpcasync.errors import UserError, require
 WEIGHTS = ("metropolis", "max-degree")
 DTYPES = ("auto", "float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
-PARTITIONS = ("iid", "heterogeneity", "k-classes", "dirichlet")
+PARTITIONS = ("iid", "heterogeneity", "k-classes", "dirichlet", "replicated")
 COMPUTE_DISTS = ("gamma", "exponential", "constant")
 COMM_DISTS = ("lognormal", "exponential", "constant")
 SCHEDULES = ("constant", "exponential")
+STEP_RULES = ("constant", "adaptive", "theorem")
+REDUCTIONS = ("sum", "mean")
 
 
 @dataclass
@@ -51,6 +53,11 @@ class AlgorithmSection:
     overlap: int = 1
     # sgp/osgp/agp: the step on z_i = w_i/φ_i is α/φ_i (Alg. 1's w-step), capped at step_cap·α
     step_cap: float = 10.0
+    # async-sgd / hogwild: the step as a function of the delay τ (algorithms/async_sgd.py: delay_rule)
+    step_rule: str = "constant"  # constant | adaptive | theorem
+    smoothness: float = 0.0  # L of step_rule = "theorem" (Mishchenko et al. 2022 Thm 3.1)
+    # minibatch-sgd: the server steps with the sum or the mean of the M gradients
+    reduce: str = "sum"  # sum | mean
 
 
 @dataclass
@@ -229,6 +236,7 @@ RANGES: dict[str, Range] = {
     "algorithm.decay": _UNIT_OPEN_LOW,
     "algorithm.overlap": _AT_LEAST_ONE,
     "algorithm.step_cap": _ge(1),
+    "algorithm.smoothness": _NON_NEGATIVE,  # and > 0 for step_rule = "theorem"
     "topology.n": _AT_LEAST_ONE,
     "topology.degree": _AT_LEAST_ONE,
     "topology.seed": _SEED,
@@ -353,6 +361,10 @@ def validate(cfg: Config) -> None:
     _check_ranges(cfg)
     ALGORITHMS.validate(a.name)
     _one_of(a.schedule, SCHEDULES, "algorithm.schedule")
+    _one_of(a.step_rule, STEP_RULES, "algorithm.step_rule")
+    _one_of(a.reduce, REDUCTIONS, "algorithm.reduce")
+    require(a.step_rule != "theorem" or a.smoothness > 0,
+            "config field algorithm.smoothness: step_rule = \"theorem\" needs the smoothness L > 0")
     TOPOLOGIES.validate(t.name)
     _one_of(t.weights, WEIGHTS, "topology.weights")
     if t.shape:

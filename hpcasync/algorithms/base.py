@@ -52,7 +52,7 @@ class AgentSetup:
     active: bool = True
     #: the topology's mixing matrices of one period, P(k mod L) in round k ((W,) on a static graph)
     mixing: tuple[np.ndarray, ...] = ()
-    #: the ``[algorithm]`` config section, for algorithm-specific fields (osgp's ``overlap``)
+    #: the ``[algorithm]`` config section, for fields of one algorithm (osgp's ``overlap``, step rules)
     section: Any = None
 
 
@@ -180,6 +180,7 @@ FEATURES: dict[str, str] = {
     "pair_average": "pair_average (atomic pairwise averaging)",
     "send_small": "send_small / poll_small (small control messages)",
     "await_deltas": "await_deltas (block until a delta lands in this agent's accumulator)",
+    "server": "server_step / read_server (a parameter server's x and version k; atomic or lock-free steps)",
 }
 
 

@@ -18,7 +18,7 @@ or the event queue.
 from __future__ import annotations
 
 import abc
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,26 @@ class AwaitDeltas(Op):
     only that something may have arrived."""
 
 
+@dataclass
+class ServerStep(Op):
+    """Hand gradient ``g``, computed at the parameter server's model of version ``version``, to the server
+    (Mishchenko et al. 2022, Alg. 1, lines 4–6).
+
+    The server holds x and its version k (steps applied so far). It applies
+    x ← x − rule(k, τ)·g with delay τ = k − ``version``, sets k ← k + 1, writes the
+    new x into ``out`` and answers ``(k, τ)``: the worker restarts from version k.
+    With ``atomic`` (async-sgd) the step is one indivisible update: nobody reads
+    half of it. Without (Hogwild!, Recht et al. 2011) the engine adds −rule(k, τ)·g
+    element by element with no lock, so concurrent readers may see part of it.
+    """
+
+    g: np.ndarray
+    version: int
+    rule: Callable[[int, int], float]
+    out: np.ndarray
+    atomic: bool = True
+
+
 OpGenerator = Generator[Op, Any, Any]
 
 
@@ -128,6 +148,11 @@ class Transport(abc.ABC):
         """Atomic pairwise average with ``peer`` (AD-PSGD); ``v`` is updated in place."""
         yield PairAverage(peer, v)
 
+    def server_step(self, g: np.ndarray, version: int, rule: Callable[[int, int], float], out: np.ndarray,
+                    atomic: bool = True) -> Generator[Op, Any, tuple[int, int]]:
+        """Apply ``g`` at the parameter server (see :class:`ServerStep`); ``out`` ← the new x; returns (k, τ)."""
+        return (yield ServerStep(g, version, rule, out, atomic))
+
     # -- non-blocking calls -----------------------------------------------------------------
     @abc.abstractmethod
     def push_model(self, v: np.ndarray) -> None:
@@ -170,3 +195,7 @@ class Transport(abc.ABC):
     def poll_small(self) -> list[tuple[int, Any]]:
         """All control messages that arrived, as ``(source, obj)`` pairs."""
         raise NotImplementedError(f"{type(self).__name__} has no control channel")
+
+    def read_server(self, out: np.ndarray) -> int:
+        """out ← the parameter server's x, a complete step (never half of one); returns its version k."""
+        raise NotImplementedError(f"{type(self).__name__} has no parameter server")

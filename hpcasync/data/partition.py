@@ -125,6 +125,13 @@ def dirichlet(y: np.ndarray, n: int, a: float, seed: int) -> list[np.ndarray]:
     return _finish(out)
 
 
+def replicated(y: np.ndarray, n: int) -> list[np.ndarray]:
+    """Every agent holds the whole training set (the exception to "disjoint"): Mishchenko et al.'s (2022)
+    workers all sample minibatches from the same data, as a parameter server's workers do."""
+    require(len(y) >= 1, "data.partition replicated: the training set is empty")
+    return [np.arange(len(y), dtype=np.int64) for _ in range(n)]
+
+
 def partition(cfg: DataSection, y: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
     """Dispatch on ``cfg.partition``.
 
@@ -136,6 +143,8 @@ def partition(cfg: DataSection, y: np.ndarray, n: int, seed: int) -> list[np.nda
         return iid(y, n, seed)
     if cfg.partition == "heterogeneity":
         return heterogeneity(y, n, cfg.rho, seed)
+    if cfg.partition == "replicated":
+        return replicated(y, n)
     if cfg.partition in ("k-classes", "dirichlet") and regression:
         raise UserError(f"config field data.partition: {cfg.partition!r} needs class labels but "
                         f"data.name {cfg.name!r} is regression data; use 'iid' or 'heterogeneity'")

@@ -87,12 +87,15 @@ def read_agent_file(path: Path, rank: int) -> dict[str, Any]:
             if schema.TIMINGS_GROUP in f:
                 timings = {k: float(ds[()]) for k, ds in f[schema.TIMINGS_GROUP].items()}
             final = f[schema.FINAL_MODEL][()] if schema.FINAL_MODEL in f else None
+            steps = f.get(schema.SERVER_STEPS_GROUP)
+            server_steps = None if steps is None else {c.name: steps[c.name][()] for c in schema.SERVER_STEPS
+                                                       if c.name in steps}
     except (OSError, KeyError, ValueError) as exc:
         return _empty_agent(rank, UNREADABLE, f"{path.name}: {open_error(exc)}")
     complete = bool(attrs.get("complete", False))
     agent.update(rank=rank, status=COMPLETE if complete else PARTIAL,
                  error=None if complete else f"{path.name} was not closed cleanly",
-                 attrs=attrs, timings=timings, final_model=final)
+                 attrs=attrs, timings=timings, final_model=final, server_steps=server_steps)
     return agent
 
 
@@ -158,6 +161,17 @@ class Run:
         """Agent ``rank``'s per-update series (one numpy array per ``schema.UPDATES`` column)."""
         agent = self.agent(rank)
         return {c.name: agent[c.name] for c in UPDATES}
+
+    def server_steps(self) -> dict[str, np.ndarray] | None:
+        """Every gradient the parameter server applied (async-sgd, hogwild), all workers together in
+        the order of the server's version: ``schema.SERVER_STEPS`` columns plus ``worker``; None if none."""
+        parts = [(r, a["server_steps"]) for r in range(self.n_agents) if (a := self.agent(r)).get("server_steps")]
+        if not parts:
+            return None
+        out = {name: np.concatenate([p[name] for _, p in parts]) for name in parts[0][1]}
+        out["worker"] = np.concatenate([np.full(len(p["step"]), r, np.int64) for r, p in parts])
+        order = np.argsort(out["step"], kind="stable")
+        return {k: v[order] for k, v in out.items()}
 
     def final_models(self) -> np.ndarray:
         """The agents' final models, one row per agent (NaN rows for agents without one)."""

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpcasync.results import analysis, plots, replicates
+from hpcasync.results import analysis, plots, replicates, server_plots
 from hpcasync.results.reader import find_runs, open_run
 from hpcasync.results.writer import ensure_output_dir
 
@@ -131,6 +131,7 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: flo
         "csv": write_csv(table, out / "table.csv"),
     }
     files["markdown"] = _write_text(out / "table.md", markdown)
+    files.update(server_plots.server_figures(runs, out, time_key))  # async-sgd / hogwild: τ histogram
     stale = analysis.staleness_table(runs, time_key)
     files["staleness_csv"] = _write_rows(stale, analysis.STALENESS_COLUMNS, out / "staleness.csv")
     files["staleness"] = _write_text(out / "staleness.md", staleness_markdown(

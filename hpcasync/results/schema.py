@@ -85,6 +85,16 @@ EVALUATIONS: tuple[Column, ...] = (
     Column("consensus_distance", "f8", "1", "mean over agents of ||x_i - x_mean||^2"),
 )
 
+#: /server_steps of a worker's rank file (async-sgd, hogwild): one row per gradient the parameter server
+#: applied for this worker, written when the file is closed
+SERVER_STEPS_GROUP = "server_steps"
+SERVER_STEPS: tuple[Column, ...] = (
+    Column("step", "i8", "steps", "server version k when the gradient was applied (0 = first step)"),
+    Column("tau", "i8", "steps", "delay tau = k - prev: steps applied since the worker read its model"),
+    Column("wall_time", "f8", "s", "wall-clock seconds since the run started when the step was applied"),
+    Column("virtual_time", "f8", "time units", "simulated time of the step; NaN on MPI without a delay model"),
+)
+
 UPDATE_NAMES = tuple(c.name for c in UPDATES)
 EVALUATION_NAMES = tuple(c.name for c in EVALUATIONS)
 TIME_KEYS = ("virtual_time", "wall_time")

@@ -109,6 +109,7 @@ class AgentWriter:
         self._written = 0
         self._timings: dict[str, float] = {}
         self._final_model: np.ndarray | None = None
+        self._server_steps: np.ndarray | None = None
         self._final_attrs: dict[str, Any] = {}
         self._closed = False
         # Small chunks: the simulator's 1024 agents each allocate at least one chunk per column.
@@ -180,6 +181,11 @@ class AgentWriter:
         x = np.asarray(x)
         self._final_model = np.array(x, dtype=x.dtype if x.dtype.kind == "f" else np.float64, copy=True)
 
+    def write_server_steps(self, rows: np.ndarray) -> None:
+        """The parameter server's steps for this worker (structured rows of ``schema.SERVER_STEPS``),
+        written by ``close()`` to ``/server_steps``."""
+        self._server_steps = np.array(rows, dtype=schema.row_dtype(schema.SERVER_STEPS), copy=True)
+
     def close(self, complete: bool) -> None:
         """Write everything, set ``complete`` and close. Idempotent; a later ``append`` raises."""
         if self._closed:
@@ -213,6 +219,13 @@ class AgentWriter:
                 if schema.FINAL_MODEL in f:
                     del f[schema.FINAL_MODEL]
                 f.create_dataset(schema.FINAL_MODEL, data=self._final_model).attrs["units"] = "1"
+            if self._server_steps is not None:
+                if schema.SERVER_STEPS_GROUP in f:
+                    del f[schema.SERVER_STEPS_GROUP]
+                grp = f.create_group(schema.SERVER_STEPS_GROUP)
+                for c in schema.SERVER_STEPS:
+                    ds = grp.create_dataset(c.name, data=self._server_steps[c.name])
+                    ds.attrs.update(units=c.units, description=c.description)
             set_attrs(f, self._final_attrs)
             f.attrs["finished"] = now_iso()
             f.attrs["complete"] = bool(complete)

@@ -152,11 +152,16 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
     """The monitor rank of a run: evaluates until the workers finish, writes run.h5 (see the module docstring)."""
     assert run_writer is not None
     comm = world.comm
-    board = progress = None
+    board = progress = server = None
     try:
         board = Board(comm, setup.x0.size, publishes=False, dtype=setup.x0.dtype)
+        from hpcasync.engines.mpi.server import ServerEvaluator, open_server  # imports this module
+
+        server = open_server(setup, comm)  # a parameter server's x is evaluated instead of an average
         progress = progress_mod.start(setup.cfg.mpi.progress, comm)
-        evaluator = AverageModelEvaluator(setup.problem, board, world.n, setup.x0.size, setup.virtual)
+        evaluator = (AverageModelEvaluator(setup.problem, board, world.n, setup.x0.size, setup.virtual)
+                     if server is None else
+                     ServerEvaluator(setup.problem, board, server, world.n, setup.x0.size, setup.virtual))
         warmup(setup.x0.dtype)  # numba's cached kernels and the problem's evaluation, before the clock starts
         setup.problem.evaluate(setup.x0)
         checkpoints = mpi_checkpoint.refusal(algorithms.get(setup.cfg.algorithm.name)) is None
@@ -220,3 +225,5 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
     if setup.resume_state is not None:
         mpi_checkpoint.remove(setup.cfg_out, world.rank)
     board.free()
+    if server is not None:
+        server.free()

@@ -72,6 +72,7 @@ from hpcasync.engines.mpi.rank_setup import (
     prepare,
     wait_request,
 )
+from hpcasync.engines.mpi.server import open_server
 from hpcasync.engines.mpi.status import reporter_for
 from hpcasync.engines.mpi.summary import final_without_monitor
 from hpcasync.engines.mpi.transport import MpiTransport
@@ -149,6 +150,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         if transport.pairs is not None:
             agent.x = transport.pairs.x  # the agent's model is its window of live models (pairs.py)
         board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0)
+        transport.server = open_server(setup, comm)  # async-sgd, hogwild: x on rank 0 (server.py)
         progress = progress_mod.start(setup.cfg.mpi.progress, comm)  # stopped before any window is freed
         w = Worker(setup, world, writer, transport, board)
         if run_writer is not None:  # rank 0 of a job without a monitor reports the live status
@@ -194,6 +196,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         result.wall_s = wall
         writer.write_timings(**result.timings)
         writer.write_final_model(agent.model)
+        if transport.server is not None:
+            writer.write_server_steps(transport.server.rows())
         totals = world.workers.allreduce(w.gradients)
         if run_writer is not None:  # rank 0 of a job without a monitor
             final_without_monitor(setup, world, run_writer, result, agent.model, totals, wall, quiet)
@@ -220,6 +224,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
     # collective frees, only on the success path (a failed rank aborts the job instead)
     progress_mod.stop(progress)
     board.free()
+    if transport.server is not None:
+        transport.server.free()
     transport.free()
     if transport.pairs is not None:
         agent.x = transport.pairs.x  # a private copy of the final model once the window is freed

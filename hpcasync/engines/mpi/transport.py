@@ -57,7 +57,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
@@ -68,6 +68,9 @@ from hpcasync.engines.mpi.outbox import Outbox
 from hpcasync.engines.mpi.pairs import PairWindow
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
 from hpcasync.kernels import adsgd_step, adsgd_step_rows
+
+if TYPE_CHECKING:
+    from hpcasync.engines.mpi.server import ServerWindow
 
 NEVER = 2**62  # "no stop round agreed yet"
 
@@ -108,7 +111,9 @@ class MpiTransport(Transport):
 
     # no control channel yet: send_small / poll_small are simulator-only
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier", "pair_average",
-                          "await_deltas"})
+                          "await_deltas", "server"})
+    #: the parameter server's window (async-sgd, hogwild; ``server.py``), set by the runner
+    server: ServerWindow | None = None
 
     def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
@@ -189,7 +194,7 @@ class MpiTransport(Transport):
             b += self.acc.bytes_sent
         if self.pairs is not None:
             b += self.pairs.bytes_sent
-        return b
+        return b + (0 if self.server is None else self.server.bytes_sent)
 
     @property
     def messages_sent(self) -> int:  # type: ignore[override]
@@ -200,7 +205,7 @@ class MpiTransport(Transport):
             m += self.acc.messages_sent
         if self.pairs is not None:
             m += self.pairs.messages_sent
-        return m
+        return m + (0 if self.server is None else self.server.messages_sent)
 
     @property
     def slot_retries(self) -> int:
@@ -313,6 +318,11 @@ class MpiTransport(Transport):
         else:
             self.acc.drain_into(s)
         self.comm_s += self.clock() - t0
+
+    def read_server(self, out: np.ndarray) -> int:
+        if self.server is None:
+            raise RuntimeError("read_server on a transport without a parameter server")
+        return self.server.read(out)
 
     # -- pairwise averaging (AD-PSGD), performed by the runner --------------------------------
     def perform_pair_average(self, peer: int, v: np.ndarray, hold: Callable[[], None] | None = None) -> None:

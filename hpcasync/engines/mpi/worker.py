@@ -21,6 +21,7 @@ from hpcasync.algorithms.transport import (
     Compute,
     NeighborExchange,
     PairAverage,
+    ServerStep,
 )
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
@@ -278,6 +279,22 @@ class Worker:
 
         self.t.perform_pair_average(peer, v, hold)
 
+    def _server_step(self, op: ServerStep) -> tuple[int, int]:
+        """The step at rank 0's window (server.py); with a delay model the gradient travels there and the
+        new x back, one sample of this rank's communication delay each, as in the simulator."""
+        server = self.t.server
+        assert server is not None
+        if self.delays_on:
+            self._delay_until(self.now() + self.delays.comm(self.rank) * self.unit)
+        t0 = time.perf_counter()
+        result = server.step(op.g, op.version, op.rule, op.out, op.atomic)
+        now = self.now()
+        self.t.comm_s += time.perf_counter() - t0
+        server.record(now, self.setup.virtual(now))
+        if self.delays_on:
+            self._delay_until(self.now() + self.delays.comm(self.rank) * self.unit)
+        return result
+
     def _send(self, gen: Any, value: Any) -> Any:
         """Resume the algorithm; a passive AD-PSGD agent does its step under the lock on its own model."""
         if not self.pair_passive:
@@ -384,6 +401,8 @@ class Worker:
                     if self._await_deltas():
                         break
                     value = None
+                elif kind is ServerStep:
+                    value = self._server_step(op)
                 else:
                     raise TypeError(f"rank {self.rank} yielded {op!r}, not an Op")
         finally:

@@ -39,17 +39,19 @@ from hpcasync.algorithms.transport import (
     Compute,
     NeighborExchange,
     PairAverage,
+    ServerStep,
 )
 from hpcasync.delays import DelayModel
 from hpcasync.engines.evaluation import evaluate_average
+from hpcasync.engines.sim.server import SimServer
 from hpcasync.engines.sim.transport import Packet, SimTransport
 from hpcasync.kernels import mean_rows_into
 from hpcasync.problems.base import Oracle
 from hpcasync.topology import Topology
 
-RESUME, DELIVER, PAIR, EVAL = 0, 1, 2, 3
-# priority at equal times: agents resume, then messages land, then evaluations
-_PRIORITY = (0, 1, 1, 2)
+RESUME, DELIVER, PAIR, EVAL, SERVE = 0, 1, 2, 3, 4
+# priority at equal times: agents resume, then messages (and gradients at the server) land, then evaluations
+_PRIORITY = (0, 1, 1, 2, 1)
 
 
 class Recorder(Protocol):
@@ -109,6 +111,8 @@ class Simulator:
         self._heap: list[tuple[float, int, int, int, int, Any]] = []
         self._seq = 0
         self.clocks = [AgentClock() for _ in range(self.n)]
+        #: the parameter server of async-sgd / hogwild (server.py); None for the other algorithms
+        self.server = SimServer(agents[0].x, self.n) if "server" in type(agents[0]).requires else None
         self.transports = [
             SimTransport(self, i, topology.in_neighbors(i), topology.out_neighbors(i),
                          agents[i].initial_message(), agents[i].payload)
@@ -172,6 +176,8 @@ class Simulator:
                 self._deliver(a, b)
             elif kind == PAIR:
                 self._finish_pair(a, *b)
+            elif kind == SERVE:
+                self._serve(a, b)
             else:
                 self._evaluate()
                 if self.now + self.eval_interval <= self.budget_time:
@@ -198,6 +204,10 @@ class Simulator:
             elif kind == PAIR:
                 self.now = max(self.now, t)
                 self._finish_pair(a, *b)
+            elif kind == SERVE:  # a gradient on its way to the server is applied; nobody resumes
+                self.now = max(self.now, t)
+                assert self.server is not None
+                self.server.apply(a, b, self.now, self.wall())
 
     # -- agents ----------------------------------------------------------------------------------
     def _resume(self, i: int, value: Any) -> None:
@@ -222,6 +232,12 @@ class Simulator:
                 self._wake(i, self.now, None)
             else:
                 self._awaiting.add(i)
+        elif kind is ServerStep:
+            self._block(i)
+            tr = self.transports[i]
+            tr.bytes_sent += op.g.nbytes
+            tr.messages_sent += 1
+            self._push(self.now + self.delays.comm(i), SERVE, i, op)
         else:
             raise TypeError(f"agent {i} yielded {op!r}, not an Op")
 
@@ -377,15 +393,27 @@ class Simulator:
         self._wake(i, self.now, None)
         self._start_pairs()
 
+    def _serve(self, i: int, op: ServerStep) -> None:
+        """Worker i's gradient reaches the server (server.py); the new x travels back to it."""
+        assert self.server is not None
+        result = self.server.apply(i, op, self.now, self.wall())
+        self._wake(i, self.now + self.delays.comm(i), result)
+
     # -- evaluation ------------------------------------------------------------------------------
+    def _models(self) -> np.ndarray:
+        """What is evaluated: the agents' models, or the parameter server's x (one row)."""
+        if self.server is not None:
+            return self.server.x[None, :]
+        return np.stack([a.model for a in self.agents])
+
     def average_model(self) -> np.ndarray:
-        rows = np.stack([a.model for a in self.agents])
+        rows = self._models()
         mean_rows_into(self._mean, rows)
         return self._mean
 
     def _evaluate(self) -> None:
         assert self.evaluate is not None
-        rows = np.stack([a.model for a in self.agents])
+        rows = self._models()
         head = {"virtual_time": self.now, "wall_time": self.wall(), "gradients": float(self.gradients)}
         row = evaluate_average(self.evaluate, head, self._mean, rows)
         self.evaluations.append(row)

@@ -143,6 +143,8 @@ def simulate(cfg: Config, out_dir: Path, progress: Callable[[float], None] | Non
             writers[i].write_timings(compute_units=clock.compute_units, wait_units=clock.wait_units,
                                      idle_units=idle, gradient_s=clock.gradient_s)
             writers[i].write_final_model(agent.model)
+            if sim.server is not None:
+                writers[i].write_server_steps(sim.server.steps(i))
         run.set_summary(virtual_time=sim.now, gradients=sim.gradients, events=sim.events,
                         wall_s=sim.wall())
         complete = True

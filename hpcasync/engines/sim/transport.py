@@ -47,7 +47,7 @@ class SimTransport(Transport):
     """Agent ``rank``'s endpoint in a simulator (``engine.Simulator``)."""
 
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier",
-                          "pair_average", "send_small", "await_deltas"})
+                          "pair_average", "send_small", "await_deltas", "server"})
 
     def __init__(self, sim: AgentHost, rank: int, in_neighbors: list[int], out_neighbors: list[int],
                  x0: np.ndarray, payload: str) -> None:
@@ -112,6 +112,12 @@ class SimTransport(Transport):
     def poll_small(self) -> list[tuple[int, Any]]:
         out, self.inbox_small = self.inbox_small, []
         return out
+
+    def read_server(self, out: np.ndarray) -> int:
+        server = getattr(self.sim, "server", None)
+        if server is None:
+            raise RuntimeError("read_server: this simulator has no parameter server")
+        return int(server.read(out))
 
     # -- called by the engine ------------------------------------------------------------------
     def take_queued(self) -> Packet | None:
