@@ -47,6 +47,8 @@ class AlgorithmSection:
     decay: float = 1.0
     # rfast: divide alpha by n (Zhou & Pu 2025 "identical effective step size"; RFAST.effective_alpha)
     scale_alpha_by_n: bool = True
+    # dasgd: compute only while fewer than this many own gradients ahead of every origin's applied (0: no bound)
+    max_staleness: int = 16
 
 
 @dataclass
@@ -223,6 +225,7 @@ RANGES: dict[str, Range] = {
     "algorithm.beta": _UNIT_OPEN_LOW,
     "algorithm.batch_size": _AT_LEAST_ONE,
     "algorithm.decay": _UNIT_OPEN_LOW,
+    "algorithm.max_staleness": _NON_NEGATIVE,
     "topology.n": _AT_LEAST_ONE,
     "topology.degree": _AT_LEAST_ONE,
     "topology.seed": _SEED,

@@ -50,6 +50,8 @@ class AgentSetup:
     beta: float = 1.0
     #: AD-PSGD: this agent is on the active side of the graph's bipartition
     active: bool = True
+    #: DASGD: the staleness bound B (``algorithm.max_staleness``; 0: none)
+    max_staleness: int = 0
 
 
 class Algorithm(abc.ABC):
@@ -78,6 +80,8 @@ class Algorithm(abc.ABC):
     staleness_note: ClassVar[str] = ""
     #: reports measure time-to-target against the present algorithm of lowest rank (None: never)
     reference_rank: ClassVar[int | None] = None
+    #: the ``staleness`` column is :meth:`staleness_of` (every agent's update count given), not the transport's
+    own_staleness: ClassVar[bool] = False
     #: line style of its curves in plots
     plot_linestyle: ClassVar[str] = "-"
     #: models of size d held per agent, as a function of the in-degree (for memory reports)
@@ -108,6 +112,11 @@ class Algorithm(abc.ABC):
         """For ``payload = "delta"``: the array ``drain_into`` adds into (Alg. 3's s_i), which an
         engine may keep in its accumulator window instead; None if there is none."""
         return None
+
+    def staleness_of(self, iterations: np.ndarray) -> float:
+        """With :attr:`own_staleness`: this agent's staleness given ``iterations[o]``, the update
+        count of every agent o (DASGD: the gradients computed anywhere not yet applied here)."""
+        return float("nan")
 
     def initial_message(self) -> np.ndarray:
         """What neighbours hold for this agent before its first ``push_model`` (x0 by default)."""
@@ -169,6 +178,7 @@ FEATURES: dict[str, str] = {
     "barrier": "barrier",
     "pair_average": "pair_average (atomic pairwise averaging)",
     "send_small": "send_small / poll_small (small control messages)",
+    "flood": "flood / flooded / wait_flooded (items flooded to every agent exactly once, per-origin FIFO)",
 }
 
 

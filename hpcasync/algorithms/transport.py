@@ -73,6 +73,19 @@ class PairAverage(Op):
     v: np.ndarray
 
 
+@dataclass
+class Settle(Op):
+    """Take no time, but let every message due by now land first (ASBCD reads its buffer after
+    the blocks pushed at the same instant: with zero delays that makes it Jacobi block descent).
+    The MPI engine has nothing to wait for (a landed message is in the window already)."""
+
+
+@dataclass
+class WaitFlooded(Op):
+    """Block until at least one flooded item is waiting in ``flooded()`` (DASGD's staleness bound).
+    The engine answers False when the run stops meanwhile (the algorithm's loop is then closed)."""
+
+
 OpGenerator = Generator[Op, Any, Any]
 
 
@@ -113,6 +126,14 @@ class Transport(abc.ABC):
     def pair_average(self, peer: int, v: np.ndarray) -> Generator[Op, Any, None]:
         """Atomic pairwise average with ``peer`` (AD-PSGD); ``v`` is updated in place."""
         yield PairAverage(peer, v)
+
+    def settle(self) -> Generator[Op, Any, None]:
+        """Let the messages due at this instant land (zero time, see :class:`Settle`)."""
+        yield Settle()
+
+    def wait_flooded(self) -> Generator[Op, Any, None]:
+        """Block until ``flooded()`` has an item (feature ``flood``)."""
+        yield WaitFlooded()
 
     # -- non-blocking calls -----------------------------------------------------------------
     @abc.abstractmethod
@@ -156,3 +177,19 @@ class Transport(abc.ABC):
     def poll_small(self) -> list[tuple[int, Any]]:
         """All control messages that arrived, as ``(source, obj)`` pairs."""
         raise NotImplementedError(f"{type(self).__name__} has no control channel")
+
+    # -- flooding (feature "flood"): every item reaches every agent exactly once --------------
+    def flood(self, v: np.ndarray) -> int:
+        """Send a copy of ``v`` as this agent's next item to every agent (flooded over the graph:
+        each agent forwards an item it sees for the first time to its other neighbours and drops
+        copies it has seen); returns its sequence number (1, 2, …)."""
+        raise NotImplementedError(f"{type(self).__name__} has no flooding channel")
+
+    def flooded(self) -> list[tuple[int, int, np.ndarray]]:
+        """The items of other agents that arrived since the last call, as ``(origin, seq, v)``,
+        each exactly once and in sequence order per origin. ``v`` is read-only."""
+        raise NotImplementedError(f"{type(self).__name__} has no flooding channel")
+
+    def quiesce_flood(self) -> None:  # noqa: B027 - nothing to do by default
+        """After the run (from ``Algorithm.finish``): return once every item flooded by anyone has
+        reached this agent (collective on MPI; the simulator has drained the network already)."""

@@ -50,5 +50,6 @@ def build_agent(cfg: Config, topology: Topology, rank: int, x0: np.ndarray) -> A
         rank=rank, n=topology.n, x0=x0, weights=topology.weights(rank),
         out_weights=topology.out_weights(rank), step=step_size(cfg, topology.n), beta=cfg.algorithm.beta,
         active=active_side(topology, rank) if cls.needs_bipartite else True,
+        max_staleness=cfg.algorithm.max_staleness,
     )
     return cls(setup)

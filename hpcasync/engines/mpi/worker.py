@@ -14,7 +14,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync import delays as delay_models
-from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage
+from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage, Settle
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
@@ -318,6 +318,8 @@ class Worker:
                     value = None
                 elif kind is PairAverage:
                     self._pair_average(op.peer, op.v)
+                    value = None
+                elif kind is Settle:  # what has landed is in the windows already
                     value = None
                 else:
                     raise TypeError(f"rank {self.rank} yielded {op!r}, not an Op")

@@ -17,7 +17,8 @@ Each agent's algorithm is a generator of blocking ops (see
 Ties: at equal times, agents resume before messages land, and messages land
 before evaluations. So a model that arrives exactly when an agent mixes is
 seen at its next mix — which makes zero-delay ADSGD and DSGD take identical
-steps (test_equivalences.py).
+steps (test_equivalences.py). An agent that yields ``Settle`` resumes at the same
+time after those messages (ASBCD reads its buffer so).
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from hpcasync.algorithms.base import Algorithm
-from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage
+from hpcasync.algorithms.transport import (
+    AllreduceMean,
+    Barrier,
+    Compute,
+    NeighborExchange,
+    PairAverage,
+    Settle,
+    WaitFlooded,
+)
 from hpcasync.delays import DelayModel
 from hpcasync.engines.evaluation import evaluate_average
 from hpcasync.engines.sim.transport import Packet, SimTransport
@@ -39,9 +48,9 @@ from hpcasync.kernels import mean_rows_into
 from hpcasync.problems.base import Oracle
 from hpcasync.topology import Topology
 
-RESUME, DELIVER, PAIR, EVAL = 0, 1, 2, 3
-# priority at equal times: agents resume, then messages land, then evaluations
-_PRIORITY = (0, 1, 1, 2)
+RESUME, DELIVER, PAIR, EVAL, SETTLED = 0, 1, 2, 3, 4
+# priority at equal times: agents resume, then messages land, then settled agents resume, then evaluations
+_PRIORITY = (0, 1, 1, 2, 1.5)
 
 
 class Recorder(Protocol):
@@ -146,6 +155,8 @@ class Simulator:
                 self._deliver(a, b)
             elif kind == PAIR:
                 self._finish_pair(a, *b)
+            elif kind == SETTLED:
+                self._resume(a, None)
             else:
                 self._evaluate()
                 if self.now + self.eval_interval <= self.budget_time:
@@ -189,6 +200,10 @@ class Simulator:
             self._collective(i, None)
         elif kind is PairAverage:
             self._pair_request(i, op.peer, op.v)
+        elif kind is Settle:
+            self._push(self.now, SETTLED, i, None)
+        elif kind is WaitFlooded:
+            self._wait_flooded(i)
         else:
             raise TypeError(f"agent {i} yielded {op!r}, not an Op")
 
@@ -215,8 +230,12 @@ class Simulator:
         self.recorder.update(i, {
             "wall_time": self.wall(), "virtual_time": self.now, "iteration": agent.iteration,
             "loss": clock.last_loss, "grad_norm": clock.last_grad_norm, "bytes_sent": tr.bytes_sent,
-            "messages_sent": tr.messages_sent, "staleness": tr.staleness(),
+            "messages_sent": tr.messages_sent,
+            "staleness": agent.staleness_of(self._iterations()) if agent.own_staleness else tr.staleness(),
         })
+
+    def _iterations(self) -> np.ndarray:
+        return np.fromiter((a.iteration for a in self.agents), np.int64, self.n)
 
     # -- point-to-point --------------------------------------------------------------------------
     def _kick(self, i: int) -> None:
@@ -236,9 +255,27 @@ class Simulator:
             if drop and self.delays.dropped():
                 continue
             self.transports[j].receive(i, packet)
+            if packet.flood:
+                self._flooded(j)
         tr.recycle(packet)
         tr.busy = False
         self._kick(i)
+
+    def _flooded(self, j: int) -> None:
+        """Flooded items reached agent j: it forwards the new ones; a waiting agent resumes."""
+        self._kick(j)
+        fs = self.transports[j].flood_state
+        if fs.waiting and fs.pending:
+            fs.waiting = False
+            self._wake(j, self.now, True)
+
+    def _wait_flooded(self, i: int) -> None:
+        fs = self.transports[i].flood_state
+        if fs.pending:
+            self._push(self.now, RESUME, i, True)
+        else:
+            self._block(i)
+            fs.waiting = True
 
     # -- collectives -----------------------------------------------------------------------------
     def _block(self, i: int) -> None:
