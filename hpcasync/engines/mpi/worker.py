@@ -14,7 +14,15 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync import delays as delay_models
-from hpcasync.algorithms.transport import AllreduceMean, Barrier, Compute, NeighborExchange, PairAverage, Settle
+from hpcasync.algorithms.transport import (
+    AllreduceMean,
+    Barrier,
+    Compute,
+    NeighborExchange,
+    PairAverage,
+    Settle,
+    WaitFlooded,
+)
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
 from hpcasync.engines.mpi.monitor import publish_interval
@@ -122,6 +130,8 @@ class Worker:
             check_stop_signal()
             if self.pair_passive:
                 self.t.progress()  # serve peers' locks on this agent's model
+            if self.t.flood_channel is not None:
+                self.t.flood_channel.poll()  # keep forwarding flooded items while computing
             now = self.now()
             if check_stop and self._async_stop(now):
                 return True
@@ -223,6 +233,18 @@ class Worker:
 
         self.t.perform_pair_average(peer, v, hold)
 
+    def _wait_flooded(self) -> bool:
+        """DASGD's staleness bound: poll (short sleeps) until a flooded item waits; False at the budget."""
+        assert self.t.flood_channel is not None
+        def stop() -> bool:
+            check_stop_signal()
+            return self._async_stop(self.now())
+
+        start = self.now()
+        got = self.t.flood_channel.wait(stop)
+        self.idle_s += self.now() - start
+        return got
+
     def _send(self, gen: Any, value: Any) -> Any:
         """Resume the algorithm; a passive AD-PSGD agent does its step under the lock on its own model."""
         if not self.pair_passive:
@@ -251,6 +273,10 @@ class Worker:
             staleness = math.nan
             if self.synchronous:
                 staleness = 0.0
+            elif type(self.agent).own_staleness:  # DASGD: from every agent's update count
+                iters = self.board.read_iterations(range(self.n), np.zeros(self.n, np.int64))
+                staleness = self.agent.staleness_of(iters)
+                self.board.set_staleness(staleness)
             elif (self.t.slots is not None or self.t.pairs is not None) and self.t.in_neighbors:
                 self.board.read_iterations(self.t.in_neighbors, self._nbr_iters)
                 staleness = self.t.staleness(self._nbr_iters)
@@ -321,6 +347,10 @@ class Worker:
                     value = None
                 elif kind is Settle:  # what has landed is in the windows already
                     value = None
+                elif kind is WaitFlooded:
+                    value = self._wait_flooded()
+                    if not value:
+                        break
                 else:
                     raise TypeError(f"rank {self.rank} yielded {op!r}, not an Op")
         finally:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hpcasync.algorithms.transport import Transport
-from hpcasync.engines.sim.flood import FloodState, Item
+from hpcasync.engines.flood import FloodState, Item
 from hpcasync.kernels import add_and_zero, axpy, copy_into
 
 

@@ -1,8 +1,11 @@
-"""Flooding in the simulator (feature ``flood``): per-agent de-duplication by (origin, sequence number).
+"""Flooding (feature ``flood``), the engine-independent part: de-duplication by (origin, sequence number).
 
-An item travels inside the sender's serial transmissions (``Packet.flood``),
-so it takes the sender's sampled communication delay like everything else,
-and a sender's transmissions land in order: per-link FIFO. An agent that
+Both engines deliver an agent's items to its neighbours in order (per-link
+FIFO): in the simulator an item travels inside the sender's serial
+transmissions (``Packet.flood``), taking the sender's sampled communication
+delay; on MPI it is one non-blocking send on a communicator of its own
+(``engines/mpi/messages.py``; MPI does not let messages between two ranks
+overtake each other). An agent that
 sees an item for the first time forwards it to every neighbour but the one
 it came from; copies of items already seen are dropped (counted in
 ``duplicates``). With FIFO links and in-order forwarding items of one origin
@@ -34,7 +37,8 @@ class FloodState:
         return (self.rank, int(self.seen[self.rank]), v.copy(), -1)
 
     def arrive(self, src: int, origin: int, seq: int, v: np.ndarray) -> list[Item]:
-        """Accept an arriving item (and any early ones it unblocks); what to forward."""
+        """Accept an arriving item (and any early ones it unblocks); what to forward (each item's
+        last field is ``src``, the neighbour not to send it back to). ``v`` is kept as given."""
         if seq <= self.seen[origin] or (origin, seq) in self.early:
             self.duplicates += 1
             return []
