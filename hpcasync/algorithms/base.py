@@ -178,6 +178,7 @@ FEATURES: dict[str, str] = {
     "barrier": "barrier",
     "pair_average": "pair_average (atomic pairwise averaging)",
     "send_small": "send_small / poll_small (small control messages)",
+    "wait_arrival": "wait_arrival (block until a model, delta or flooded item lands)",
     "flood": "flood / flooded / wait_flooded (items flooded to every agent exactly once, per-origin FIFO)",
 }
 

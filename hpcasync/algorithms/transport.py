@@ -86,6 +86,12 @@ class WaitFlooded(Op):
     The engine answers False when the run stops meanwhile (the algorithm's loop is then closed)."""
 
 
+@dataclass
+class WaitArrival(Op):
+    """Block until something lands at this agent: a model, a delta or a flooded item (DSGD-AAU's
+    Pathsearch waits so for some neighbour's update or an edge announcement)."""
+
+
 OpGenerator = Generator[Op, Any, Any]
 
 
@@ -134,6 +140,10 @@ class Transport(abc.ABC):
     def wait_flooded(self) -> Generator[Op, Any, None]:
         """Block until ``flooded()`` has an item (feature ``flood``)."""
         yield WaitFlooded()
+
+    def wait_arrival(self) -> Generator[Op, Any, None]:
+        """Block until a message of any kind lands here (feature ``wait_arrival``)."""
+        yield WaitArrival()
 
     # -- non-blocking calls -----------------------------------------------------------------
     @abc.abstractmethod

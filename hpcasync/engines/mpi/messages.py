@@ -1,8 +1,9 @@
 """Flooding on MPI (feature ``flood``): two-sided non-blocking messages on a duplicated communicator.
 
-An item is one message of ``16 + d·itemsize`` bytes, [origin, seq] (int64)
-then the payload, sent with ``Isend`` to each neighbour but the one it came
-from. Receiving is ``Iprobe`` + ``Recv`` of whatever has arrived, never a
+An item is one message of 16 bytes of header — origin and the payload's
+dtype code (int32 each), seq (int64) — then the payload (any length: DASGD's
+gradients, DSGD-AAU's 3-word edge announcements), sent with ``Isend`` to
+each neighbour but the one it came from. Receiving is ``Iprobe`` + ``Recv`` of whatever has arrived, never a
 wait: :meth:`FloodChannel.poll` returns at once, and the worker calls it
 between steps, while it pads a computation and, with short growing sleeps,
 while its algorithm waits for items (no busy spin). MPI's non-overtaking
@@ -31,7 +32,7 @@ from mpi4py import MPI
 from hpcasync.engines.flood import FloodState
 
 TAG = 7
-HEADER = 16  # origin, seq: two int64
+HEADER = 16  # origin, dtype code (int32 each), seq (int64)
 #: longest sleep between two polls while waiting
 MAX_SLEEP_S = 5e-4
 
@@ -44,12 +45,10 @@ def _backoff(sleep: float) -> float:
 class FloodChannel:
     """Agent ``comm.rank``'s end of the flood over ``neighbors`` (undirected). Collective to build."""
 
-    def __init__(self, comm: MPI.Comm, neighbors: Sequence[int], dim: int, dtype: np.dtype) -> None:
+    def __init__(self, comm: MPI.Comm, neighbors: Sequence[int]) -> None:
         self.comm = comm.Dup()
         self.rank, self.n = self.comm.Get_rank(), self.comm.Get_size()
         self.neighbors = [int(j) for j in neighbors]
-        self.dtype = np.dtype(dtype)
-        self.nbytes = HEADER + int(dim) * self.dtype.itemsize
         self.state = FloodState(self.rank, self.n)
         self.sent_to = np.zeros(self.n, np.int64)
         self.received_from = np.zeros(self.n, np.int64)
@@ -72,9 +71,11 @@ class FloodChannel:
     def flood(self, v: np.ndarray) -> int:
         seq = int(self.state.seen[self.rank]) + 1
         self.state.seen[self.rank] = seq
-        buf = np.empty(self.nbytes, np.uint8)
-        buf[:HEADER].view(np.int64)[:] = (self.rank, seq)
-        buf[HEADER:].view(self.dtype)[:] = v
+        v = np.ascontiguousarray(v)
+        buf = np.empty(HEADER + v.nbytes, np.uint8)
+        buf[:8].view(np.int32)[:] = (self.rank, ord(v.dtype.char))
+        buf[8:HEADER].view(np.int64)[0] = seq
+        buf[HEADER:].view(v.dtype)[:] = v.ravel()
         self._send(buf, -1)
         self.poll()
         return seq
@@ -90,16 +91,16 @@ class FloodChannel:
         st = self._status
         while self.comm.Iprobe(MPI.ANY_SOURCE, TAG, st):
             src = st.Get_source()
-            buf = np.empty(self.nbytes, np.uint8)
+            buf = np.empty(st.Get_count(MPI.BYTE), np.uint8)
             self.comm.Recv([buf, MPI.BYTE], source=src, tag=TAG)
             self.received_from[src] += 1
-            origin, seq = (int(k) for k in buf[:HEADER].view(np.int64))
+            origin, seq = int(buf[:8].view(np.int32)[0]), int(buf[8:HEADER].view(np.int64)[0])
             for item in self.state.arrive(src, origin, seq, buf):
                 self._send(item[2], skip=src)
         self._reap()
 
     def take(self) -> list[tuple[int, int, np.ndarray]]:
-        return [(o, s, buf[HEADER:].view(self.dtype)) for o, s, buf in self.state.take()]
+        return [(o, s, buf[HEADER:].view(np.dtype(chr(buf[:8].view(np.int32)[1])))) for o, s, buf in self.state.take()]
 
     def wait(self, stop: Callable[[], bool]) -> bool:
         """Poll, sleeping between polls, until an item is waiting (True) or ``stop()`` (False)."""
@@ -155,6 +156,25 @@ class FloodChannel:
                 pass
         self._sends = []
         self.comm.Free()
+
+
+def wait_arrival(channel: FloodChannel | None, numbers: Callable[[], list[int]], poll_outbox: Callable[[], None],
+                 stop: Callable[[], bool]) -> bool:
+    """Until a flooded item waits or a neighbour's model number changes (True) or ``stop()`` (False),
+    with growing sleeps; ``poll_outbox`` lands this rank's own due transmissions meanwhile."""
+    base = numbers()
+    sleep = 2e-5
+    while True:
+        poll_outbox()
+        if channel is not None:
+            channel.poll()
+            if channel.state.pending:
+                return True
+        if numbers() != base:
+            return True
+        if stop():
+            return False
+        sleep = _backoff(sleep)
 
 
 class FloodTransport:

@@ -108,7 +108,7 @@ class MpiTransport(FloodTransport, Transport):
 
     # no control channel yet: send_small / poll_small are simulator-only
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier", "pair_average",
-                          "flood"})
+                          "flood", "wait_arrival"})
 
     def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
@@ -160,7 +160,7 @@ class MpiTransport(FloodTransport, Transport):
                 self.pairs = PairWindow(comm, pair_model, self.out_neighbors, pair_active, clock=clock)
                 self.versions = self.pairs.versions  # updated in place by the exchanges
             if flood:
-                self.flood_channel = FloodChannel(comm, self.out_neighbors, self.dim, self.dtype)
+                self.flood_channel = FloodChannel(comm, self.out_neighbors)
             if synchronous:
                 self.graph_comm = comm.Create_dist_graph_adjacent(self.in_neighbors, self.out_neighbors,
                                                                   reorder=False)

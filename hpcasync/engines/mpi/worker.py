@@ -21,10 +21,12 @@ from hpcasync.algorithms.transport import (
     NeighborExchange,
     PairAverage,
     Settle,
+    WaitArrival,
     WaitFlooded,
 )
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
+from hpcasync.engines.mpi.messages import wait_arrival
 from hpcasync.engines.mpi.monitor import publish_interval
 from hpcasync.engines.mpi.rank_setup import RunSetup
 from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
@@ -236,14 +238,23 @@ class Worker:
     def _wait_flooded(self) -> bool:
         """DASGD's staleness bound: poll (short sleeps) until a flooded item waits; False at the budget."""
         assert self.t.flood_channel is not None
-        def stop() -> bool:
-            check_stop_signal()
-            return self._async_stop(self.now())
-
         start = self.now()
-        got = self.t.flood_channel.wait(stop)
+        got = self.t.flood_channel.wait(self._stop_now)
         self.idle_s += self.now() - start
         return got
+
+    def _wait_arrival(self) -> bool:
+        """DSGD-AAU's Pathsearch: until a neighbour's model or a flooded item lands; False at the budget."""
+        t, slots = self.t, self.t.slots
+        start = self.now()
+        got = wait_arrival(t.flood_channel, slots.newest_numbers if slots is not None else list,
+                           lambda: t.outbox.poll(self.now() + self.t0), self._stop_now)
+        self.idle_s += self.now() - start
+        return got
+
+    def _stop_now(self) -> bool:
+        check_stop_signal()
+        return self._async_stop(self.now())
 
     def _send(self, gen: Any, value: Any) -> Any:
         """Resume the algorithm; a passive AD-PSGD agent does its step under the lock on its own model."""
@@ -347,8 +358,8 @@ class Worker:
                     value = None
                 elif kind is Settle:  # what has landed is in the windows already
                     value = None
-                elif kind is WaitFlooded:
-                    value = self._wait_flooded()
+                elif kind is WaitFlooded or kind is WaitArrival:
+                    value = self._wait_flooded() if kind is WaitFlooded else self._wait_arrival()
                     if not value:
                         break
                 else:

@@ -39,6 +39,7 @@ from hpcasync.algorithms.transport import (
     NeighborExchange,
     PairAverage,
     Settle,
+    WaitArrival,
     WaitFlooded,
 )
 from hpcasync.delays import DelayModel
@@ -204,6 +205,9 @@ class Simulator:
             self._push(self.now, SETTLED, i, None)
         elif kind is WaitFlooded:
             self._wait_flooded(i)
+        elif kind is WaitArrival:
+            self._block(i)
+            self.transports[i].arrival_waiting = True
         else:
             raise TypeError(f"agent {i} yielded {op!r}, not an Op")
 
@@ -254,9 +258,13 @@ class Simulator:
         for j in tr.out_neighbors:
             if drop and self.delays.dropped():
                 continue
-            self.transports[j].receive(i, packet)
+            rj = self.transports[j]
+            rj.receive(i, packet)
             if packet.flood:
                 self._flooded(j)
+            if rj.arrival_waiting:
+                rj.arrival_waiting = False
+                self._wake(j, self.now, True)
         tr.recycle(packet)
         tr.busy = False
         self._kick(i)

@@ -49,7 +49,7 @@ class SimTransport(Transport):
     """Agent ``rank``'s endpoint in a simulator (``engine.Simulator``)."""
 
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier",
-                          "pair_average", "send_small", "flood"})
+                          "pair_average", "send_small", "flood", "wait_arrival"})
 
     def __init__(self, sim: AgentHost, rank: int, in_neighbors: list[int], out_neighbors: list[int],
                  x0: np.ndarray, payload: str) -> None:
@@ -72,6 +72,8 @@ class SimTransport(Transport):
         self.busy = False
         self._spare: list[np.ndarray] = []  # recycled model/delta buffers
         self.flood_state = FloodState(rank, self.n)
+        self.arrival_waiting = False  # the agent is blocked in wait_arrival
+        self.flood_bytes = 0  # of bytes_sent: flooded items
 
     # -- buffers -------------------------------------------------------------------------------
     def _buffer(self) -> np.ndarray:
@@ -137,8 +139,9 @@ class SimTransport(Transport):
             self.bytes_sent += buf.nbytes
             self.messages_sent += 1
         self.messages_sent += len(q.small)
-        for _, _, v, skip in q.flood:  # (origin, seq) header: two 8-byte integers
+        for _, _, v, skip in q.flood:  # header: origin, dtype (4 bytes each), seq (8), as on MPI
             targets = n_out - (skip in self.in_index)
+            self.flood_bytes += targets * (v.nbytes + 16)
             self.bytes_sent += targets * (v.nbytes + 16)
             self.messages_sent += targets
         return q
