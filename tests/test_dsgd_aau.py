@@ -7,7 +7,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from hpcasync.algorithms.pathsearch import PathState, metropolis, star_weights
+from hpcasync.algorithms.dsgd_aau import PathState, metropolis, star_weights
 from hpcasync.engines.sim.runner import build_simulator
 from tests.conftest import make_config
 
