@@ -58,6 +58,8 @@ class AlgorithmSection:
     smoothness: float = 0.0  # L of step_rule = "theorem" (Mishchenko et al. 2022 Thm 3.1)
     # minibatch-sgd: the server steps with the sum or the mean of the M gradients
     reduce: str = "sum"  # sum | mean
+    # dasgd: compute only while fewer than this many own gradients ahead of every origin's applied (0: no bound)
+    max_staleness: int = 16
 
 
 @dataclass
@@ -237,6 +239,7 @@ RANGES: dict[str, Range] = {
     "algorithm.overlap": _AT_LEAST_ONE,
     "algorithm.step_cap": _ge(1),
     "algorithm.smoothness": _NON_NEGATIVE,  # and > 0 for step_rule = "theorem"
+    "algorithm.max_staleness": _NON_NEGATIVE,
     "topology.n": _AT_LEAST_ONE,
     "topology.degree": _AT_LEAST_ONE,
     "topology.seed": _SEED,

@@ -54,6 +54,8 @@ class AgentSetup:
     mixing: tuple[np.ndarray, ...] = ()
     #: the ``[algorithm]`` config section, for fields of one algorithm (osgp's ``overlap``, step rules)
     section: Any = None
+    #: DASGD: the staleness bound B (``algorithm.max_staleness``; 0: none)
+    max_staleness: int = 0
 
 
 class Algorithm(abc.ABC):
@@ -84,6 +86,8 @@ class Algorithm(abc.ABC):
     staleness_note: ClassVar[str] = ""
     #: reports measure time-to-target against the present algorithm of lowest rank (None: never)
     reference_rank: ClassVar[int | None] = None
+    #: the ``staleness`` column is :meth:`staleness_of` (every agent's update count given), not the transport's
+    own_staleness: ClassVar[bool] = False
     #: line style of its curves in plots
     plot_linestyle: ClassVar[str] = "-"
     #: models of size d held per agent, as a function of the in-degree (for memory reports)
@@ -118,6 +122,11 @@ class Algorithm(abc.ABC):
         """For ``payload = "delta"``: the array ``drain_into`` adds into (Alg. 3's s_i), which an
         engine may keep in its accumulator window instead; None if there is none."""
         return None
+
+    def staleness_of(self, iterations: np.ndarray) -> float:
+        """With :attr:`own_staleness`: this agent's staleness given ``iterations[o]``, the update
+        count of every agent o (DASGD: the gradients computed anywhere not yet applied here)."""
+        return float("nan")
 
     def initial_message(self) -> np.ndarray:
         """What neighbours hold for this agent before its first ``push_model`` (x0 by default)."""
@@ -181,6 +190,8 @@ FEATURES: dict[str, str] = {
     "send_small": "send_small / poll_small (small control messages)",
     "await_deltas": "await_deltas (block until a delta lands in this agent's accumulator)",
     "server": "server_step / read_server (a parameter server's x and version k; atomic or lock-free steps)",
+    "wait_arrival": "wait_arrival (block until a model, delta or flooded item lands)",
+    "flood": "flood / flooded / wait_flooded (items flooded to every agent exactly once, per-origin FIFO)",
 }
 
 

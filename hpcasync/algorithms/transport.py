@@ -103,6 +103,25 @@ class ServerStep(Op):
     atomic: bool = True
 
 
+@dataclass
+class Settle(Op):
+    """Take no time, but let every message due by now land first (ASBCD reads its buffer after
+    the blocks pushed at the same instant: with zero delays that makes it Jacobi block descent).
+    The MPI engine has nothing to wait for (a landed message is in the window already)."""
+
+
+@dataclass
+class WaitFlooded(Op):
+    """Block until at least one flooded item is waiting in ``flooded()`` (DASGD's staleness bound).
+    The engine answers False when the run stops meanwhile (the algorithm's loop is then closed)."""
+
+
+@dataclass
+class WaitArrival(Op):
+    """Block until something lands at this agent: a model, a delta or a flooded item (DSGD-AAU's
+    Pathsearch waits so for some neighbour's update or an edge announcement)."""
+
+
 OpGenerator = Generator[Op, Any, Any]
 
 
@@ -153,6 +172,18 @@ class Transport(abc.ABC):
         """Apply ``g`` at the parameter server (see :class:`ServerStep`); ``out`` ← the new x; returns (k, τ)."""
         return (yield ServerStep(g, version, rule, out, atomic))
 
+    def settle(self) -> Generator[Op, Any, None]:
+        """Let the messages due at this instant land (zero time, see :class:`Settle`)."""
+        yield Settle()
+
+    def wait_flooded(self) -> Generator[Op, Any, None]:
+        """Block until ``flooded()`` has an item (feature ``flood``)."""
+        yield WaitFlooded()
+
+    def wait_arrival(self) -> Generator[Op, Any, None]:
+        """Block until a message of any kind lands here (feature ``wait_arrival``)."""
+        yield WaitArrival()
+
     # -- non-blocking calls -----------------------------------------------------------------
     @abc.abstractmethod
     def push_model(self, v: np.ndarray) -> None:
@@ -199,3 +230,19 @@ class Transport(abc.ABC):
     def read_server(self, out: np.ndarray) -> int:
         """out ← the parameter server's x, a complete step (never half of one); returns its version k."""
         raise NotImplementedError(f"{type(self).__name__} has no parameter server")
+
+    # -- flooding (feature "flood"): every item reaches every agent exactly once --------------
+    def flood(self, v: np.ndarray) -> int:
+        """Send a copy of ``v`` as this agent's next item to every agent (flooded over the graph:
+        each agent forwards an item it sees for the first time to its other neighbours and drops
+        copies it has seen); returns its sequence number (1, 2, …)."""
+        raise NotImplementedError(f"{type(self).__name__} has no flooding channel")
+
+    def flooded(self) -> list[tuple[int, int, np.ndarray]]:
+        """The items of other agents that arrived since the last call, as ``(origin, seq, v)``,
+        each exactly once and in sequence order per origin. ``v`` is read-only."""
+        raise NotImplementedError(f"{type(self).__name__} has no flooding channel")
+
+    def quiesce_flood(self) -> None:  # noqa: B027 - nothing to do by default
+        """After the run (from ``Algorithm.finish``): return once every item flooded by anyone has
+        reached this agent (collective on MPI; the simulator has drained the network already)."""

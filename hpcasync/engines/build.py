@@ -55,5 +55,6 @@ def build_agent(cfg: Config, topology: Topology, rank: int, x0: np.ndarray) -> A
         out_weights=topology.out_weights(rank), step=step_size(cfg, topology.n), beta=cfg.algorithm.beta,
         active=active_side(topology, rank) if cls.needs_bipartite else True,
         mixing=topology.mixing_period(), section=cfg.algorithm,
+        max_staleness=cfg.algorithm.max_staleness,
     )
     return cls(setup)

@@ -259,6 +259,10 @@ class ModelSlots(Epoch):
             return np.zeros(0, np.int64)
         return self._read_slots(list(range(deg)), out)
 
+    def newest_numbers(self) -> list[int]:
+        """The sequence word of every in-neighbour's slot (changes when a publication starts or ends)."""
+        return self._fetch_words(list(range(len(self.in_neighbors))), self._w1)
+
     def _read_slots(self, slots: list[int], out: np.ndarray) -> np.ndarray:
         """Seqlock read (§5.1) of ``slots`` into the rows of ``out``; returns model numbers."""
         n = len(slots)

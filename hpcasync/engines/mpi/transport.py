@@ -64,6 +64,7 @@ from mpi4py import MPI
 
 from hpcasync.algorithms.transport import Transport
 from hpcasync.engines.mpi.dtypes import model_dtype, words_for
+from hpcasync.engines.mpi.messages import FloodChannel, FloodTransport
 from hpcasync.engines.mpi.outbox import Outbox
 from hpcasync.engines.mpi.pairs import PairWindow
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
@@ -83,7 +84,7 @@ class _NumberedSlots(ModelSlots):
         return self.publish(x)
 
 
-class MpiTransport(Transport):
+class MpiTransport(FloodTransport, Transport):
     """Agent ``rank``'s endpoint. Collective to construct and to :meth:`free` (over ``comm``).
 
     ``payload`` is the algorithm's (``model``, ``delta`` or ``none``);
@@ -111,7 +112,7 @@ class MpiTransport(Transport):
 
     # no control channel yet: send_small / poll_small are simulator-only
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier", "pair_average",
-                          "await_deltas", "server"})
+                          "await_deltas", "server", "flood", "wait_arrival"})
     #: the parameter server's window (async-sgd, hogwild; ``server.py``), set by the runner
     server: ServerWindow | None = None
 
@@ -120,7 +121,7 @@ class MpiTransport(Transport):
                  comm_delay: Callable[[], float] | None = None, delta_target: np.ndarray | None = None,
                  message0: np.ndarray | None = None, clock: Callable[[], float] = time.perf_counter,
                  pair_model: np.ndarray | None = None, pair_active: bool = True,
-                 yield_before_read: bool = False) -> None:
+                 yield_before_read: bool = False, flood: bool = False) -> None:
         self.comm = comm
         self.yield_before_read = bool(yield_before_read)
         self.rank = comm.Get_rank()
@@ -143,6 +144,7 @@ class MpiTransport(Transport):
         self.acc: DeltaAccumulator | None = None
         self.graph_comm: MPI.Comm | None = None
         self.pairs: PairWindow | None = None
+        self.flood_channel: FloodChannel | None = None  # DASGD's gradients (messages.py)
         self.versions = np.zeros(len(self.in_neighbors), np.int64)  # model numbers last read
         self._snapshot = delta_target
         # local copies of the neighbours' models: latest_models(), and mix_latest's slow path
@@ -166,6 +168,8 @@ class MpiTransport(Transport):
             if pair_model is not None:
                 self.pairs = PairWindow(comm, pair_model, self.out_neighbors, pair_active, clock=clock)
                 self.versions = self.pairs.versions  # updated in place by the exchanges
+            if flood:
+                self.flood_channel = FloodChannel(comm, self.out_neighbors)
             if synchronous:
                 self.graph_comm = comm.Create_dist_graph_adjacent(self.in_neighbors, self.out_neighbors,
                                                                   reorder=False)
@@ -194,6 +198,8 @@ class MpiTransport(Transport):
             b += self.acc.bytes_sent
         if self.pairs is not None:
             b += self.pairs.bytes_sent
+        if self.flood_channel is not None:
+            b += self.flood_channel.bytes_sent
         return b + (0 if self.server is None else self.server.bytes_sent)
 
     @property
@@ -205,6 +211,8 @@ class MpiTransport(Transport):
             m += self.acc.messages_sent
         if self.pairs is not None:
             m += self.pairs.messages_sent
+        if self.flood_channel is not None:
+            m += self.flood_channel.messages_sent
         return m + (0 if self.server is None else self.server.messages_sent)
 
     @property
@@ -430,7 +438,7 @@ class MpiTransport(Transport):
     def free(self) -> None:
         """Free the windows and the graph communicator (collective). Idempotent; frees all on error."""
         first: BaseException | None = None
-        for obj in (self.slots, self.acc, self.pairs):
+        for obj in (self.slots, self.acc, self.pairs, self.flood_channel):
             if obj is None:
                 continue
             try:

@@ -22,9 +22,13 @@ from hpcasync.algorithms.transport import (
     NeighborExchange,
     PairAverage,
     ServerStep,
+    Settle,
+    WaitArrival,
+    WaitFlooded,
 )
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
+from hpcasync.engines.mpi.messages import wait_arrival
 from hpcasync.engines.mpi.monitor import publish_interval
 from hpcasync.engines.mpi.rank_setup import RunSetup, stop_signal
 from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
@@ -161,6 +165,8 @@ class Worker:
             self._signals()
             if self.pair_passive:
                 self.t.progress()  # serve peers' locks on this agent's model
+            if self.t.flood_channel is not None:
+                self.t.flood_channel.poll()  # keep forwarding flooded items while computing
             now = self.now()
             if check_stop and self._async_stop(now):
                 return True
@@ -294,6 +300,26 @@ class Worker:
         if self.delays_on:
             self._delay_until(self.now() + self.delays.comm(self.rank) * self.unit)
         return result
+    def _wait_flooded(self) -> bool:
+        """DASGD's staleness bound: poll (short sleeps) until a flooded item waits; False at the budget."""
+        assert self.t.flood_channel is not None
+        start = self.now()
+        got = self.t.flood_channel.wait(self._stop_now)
+        self.idle_s += self.now() - start
+        return got
+
+    def _wait_arrival(self) -> bool:
+        """DSGD-AAU's Pathsearch: until a neighbour's model or a flooded item lands; False at the budget."""
+        t, slots = self.t, self.t.slots
+        start = self.now()
+        got = wait_arrival(t.flood_channel, slots.newest_numbers if slots is not None else list,
+                           lambda: t.outbox.poll(self.now() + self.t0), self._stop_now)
+        self.idle_s += self.now() - start
+        return got
+
+    def _stop_now(self) -> bool:
+        check_stop_signal()
+        return self._async_stop(self.now())
 
     def _send(self, gen: Any, value: Any) -> Any:
         """Resume the algorithm; a passive AD-PSGD agent does its step under the lock on its own model."""
@@ -323,6 +349,10 @@ class Worker:
             staleness = math.nan
             if self.synchronous:
                 staleness = 0.0
+            elif type(self.agent).own_staleness:  # DASGD: from every agent's update count
+                iters = self.board.read_iterations(range(self.n), np.zeros(self.n, np.int64))
+                staleness = self.agent.staleness_of(iters)
+                self.board.set_staleness(staleness)
             elif (self.t.slots is not None or self.t.pairs is not None) and self.t.in_neighbors:
                 self.board.read_iterations(self.t.in_neighbors, self._nbr_iters)
                 staleness = self.t.staleness(self._nbr_iters)
@@ -403,6 +433,12 @@ class Worker:
                     value = None
                 elif kind is ServerStep:
                     value = self._server_step(op)
+                elif kind is Settle:  # what has landed is in the windows already
+                    value = None
+                elif kind is WaitFlooded or kind is WaitArrival:
+                    value = self._wait_flooded() if kind is WaitFlooded else self._wait_arrival()
+                    if not value:
+                        break
                 else:
                     raise TypeError(f"rank {self.rank} yielded {op!r}, not an Op")
         finally:

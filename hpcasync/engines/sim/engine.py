@@ -17,7 +17,8 @@ Each agent's algorithm is a generator of blocking ops (see
 Ties: at equal times, agents resume before messages land, and messages land
 before evaluations. So a model that arrives exactly when an agent mixes is
 seen at its next mix — which makes zero-delay ADSGD and DSGD take identical
-steps (test_equivalences.py).
+steps (test_equivalences.py). An agent that yields ``Settle`` resumes at the same
+time after those messages (ASBCD reads its buffer so).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from hpcasync.algorithms.transport import (
     NeighborExchange,
     PairAverage,
     ServerStep,
+    Settle,
+    WaitArrival,
+    WaitFlooded,
 )
 from hpcasync.delays import DelayModel
 from hpcasync.engines.evaluation import evaluate_average
@@ -49,9 +53,10 @@ from hpcasync.kernels import mean_rows_into
 from hpcasync.problems.base import Oracle
 from hpcasync.topology import Topology
 
-RESUME, DELIVER, PAIR, EVAL, SERVE = 0, 1, 2, 3, 4
-# priority at equal times: agents resume, then messages (and gradients at the server) land, then evaluations
-_PRIORITY = (0, 1, 1, 2, 1)
+RESUME, DELIVER, PAIR, EVAL, SERVE, SETTLED = 0, 1, 2, 3, 4, 5
+# priority at equal times: agents resume, then messages (and gradients at the server) land, then settled
+# agents resume, then evaluations
+_PRIORITY = (0, 1, 1, 2, 1, 1.5)
 
 
 class Recorder(Protocol):
@@ -178,6 +183,8 @@ class Simulator:
                 self._finish_pair(a, *b)
             elif kind == SERVE:
                 self._serve(a, b)
+            elif kind == SETTLED:
+                self._resume(a, None)
             else:
                 self._evaluate()
                 if self.now + self.eval_interval <= self.budget_time:
@@ -238,6 +245,13 @@ class Simulator:
             tr.bytes_sent += op.g.nbytes
             tr.messages_sent += 1
             self._push(self.now + self.delays.comm(i), SERVE, i, op)
+        elif kind is Settle:
+            self._push(self.now, SETTLED, i, None)
+        elif kind is WaitFlooded:
+            self._wait_flooded(i)
+        elif kind is WaitArrival:
+            self._block(i)
+            self.transports[i].arrival_waiting = True
         else:
             raise TypeError(f"agent {i} yielded {op!r}, not an Op")
 
@@ -264,8 +278,12 @@ class Simulator:
         self.recorder.update(i, {
             "wall_time": self.wall(), "virtual_time": self.now, "iteration": agent.iteration,
             "loss": clock.last_loss, "grad_norm": clock.last_grad_norm, "bytes_sent": tr.bytes_sent,
-            "messages_sent": tr.messages_sent, "staleness": tr.staleness(),
+            "messages_sent": tr.messages_sent,
+            "staleness": agent.staleness_of(self._iterations()) if agent.own_staleness else tr.staleness(),
         })
+
+    def _iterations(self) -> np.ndarray:
+        return np.fromiter((a.iteration for a in self.agents), np.int64, self.n)
 
     # -- point-to-point --------------------------------------------------------------------------
     def _kick(self, i: int) -> None:
@@ -284,13 +302,35 @@ class Simulator:
         for j in tr.out_neighbors:
             if drop and self.delays.dropped():
                 continue
-            self.transports[j].receive(i, packet)
-            if j in self._awaiting and self.transports[j].fresh:
+            rj = self.transports[j]
+            rj.receive(i, packet)
+            if j in self._awaiting and rj.fresh:
                 self._awaiting.discard(j)
                 self._wake(j, self.now, None)
+            if packet.flood:
+                self._flooded(j)
+            if rj.arrival_waiting:
+                rj.arrival_waiting = False
+                self._wake(j, self.now, True)
         tr.recycle(packet)
         tr.busy = False
         self._kick(i)
+
+    def _flooded(self, j: int) -> None:
+        """Flooded items reached agent j: it forwards the new ones; a waiting agent resumes."""
+        self._kick(j)
+        fs = self.transports[j].flood_state
+        if fs.waiting and fs.pending:
+            fs.waiting = False
+            self._wake(j, self.now, True)
+
+    def _wait_flooded(self, i: int) -> None:
+        fs = self.transports[i].flood_state
+        if fs.pending:
+            self._push(self.now, RESUME, i, True)
+        else:
+            self._block(i)
+            fs.waiting = True
 
     # -- collectives -----------------------------------------------------------------------------
     def _block(self, i: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hpcasync.algorithms.transport import Transport
+from hpcasync.engines.flood import FloodState, Item
 from hpcasync.kernels import add_and_zero, axpy, copy_into
 
 
@@ -30,7 +31,7 @@ class AgentHost(Protocol):
 class Packet:
     """What one transmission carries: a model with its version and/or per-target deltas."""
 
-    __slots__ = ("model", "version", "deltas", "delta_version", "small")
+    __slots__ = ("model", "version", "deltas", "delta_version", "small", "flood")
 
     def __init__(self) -> None:
         self.model: np.ndarray | None = None
@@ -38,16 +39,17 @@ class Packet:
         self.deltas: dict[int, np.ndarray] = {}
         self.delta_version = 0
         self.small: list[tuple[int, Any]] = []
+        self.flood: list[Item] = []
 
     def empty(self) -> bool:
-        return self.model is None and not self.deltas and not self.small
+        return self.model is None and not self.deltas and not self.small and not self.flood
 
 
 class SimTransport(Transport):
     """Agent ``rank``'s endpoint in a simulator (``engine.Simulator``)."""
 
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier",
-                          "pair_average", "send_small", "await_deltas", "server"})
+                          "pair_average", "send_small", "await_deltas", "server", "flood", "wait_arrival"})
 
     def __init__(self, sim: AgentHost, rank: int, in_neighbors: list[int], out_neighbors: list[int],
                  x0: np.ndarray, payload: str) -> None:
@@ -70,6 +72,9 @@ class SimTransport(Transport):
         self.queued = Packet()
         self.busy = False
         self._spare: list[np.ndarray] = []  # recycled model/delta buffers
+        self.flood_state = FloodState(rank, self.n)
+        self.arrival_waiting = False  # the agent is blocked in wait_arrival
+        self.flood_bytes = 0  # of bytes_sent: flooded items
 
     # -- buffers -------------------------------------------------------------------------------
     def _buffer(self) -> np.ndarray:
@@ -119,6 +124,14 @@ class SimTransport(Transport):
             raise RuntimeError("read_server: this simulator has no parameter server")
         return int(server.read(out))
 
+    def flood(self, v: np.ndarray) -> int:
+        item = self.flood_state.own(v)
+        self.queued.flood.append(item)
+        return item[1]
+
+    def flooded(self) -> list[tuple[int, int, np.ndarray]]:
+        return self.flood_state.take()
+
     # -- called by the engine ------------------------------------------------------------------
     def take_queued(self) -> Packet | None:
         """Hand the queued packet to the link (if any) and count what it carries."""
@@ -134,6 +147,11 @@ class SimTransport(Transport):
             self.bytes_sent += buf.nbytes
             self.messages_sent += 1
         self.messages_sent += len(q.small)
+        for _, _, v, skip in q.flood:  # header: origin, dtype (4 bytes each), seq (8), as on MPI
+            targets = n_out - (skip in self.in_index)
+            self.flood_bytes += targets * (v.nbytes + 16)
+            self.bytes_sent += targets * (v.nbytes + 16)
+            self.messages_sent += targets
         return q
 
     def receive(self, src: int, packet: Packet) -> None:
@@ -151,6 +169,9 @@ class SimTransport(Transport):
         for dst, obj in packet.small:
             if dst == self.rank:
                 self.inbox_small.append((src, obj))
+        for origin, seq, v, skip in packet.flood:
+            if skip != self.rank:
+                self.queued.flood.extend(self.flood_state.arrive(src, origin, seq, v))
 
     def staleness(self) -> float:
         """Mean over in-neighbours j of (j's iterations so far − version of j's newest model here)."""
