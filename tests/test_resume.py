@@ -114,6 +114,9 @@ def test_checkpoint_is_plain_hdf5(tmp_path: Path) -> None:
         assert f.attrs["engine"] == "sim" and f.attrs["n_agents"] == 9 and f.attrs["events"] == 77
         assert f["state/agents/4/z"].shape == (sim.agents[4].x.size,)
     assert not list(tmp_path.glob("checkpoint/.*.tmp"))
+    if shutil.which("h5dump"):  # HDF5's own tools (1.10 here) read it too
+        done = subprocess.run(["h5dump", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "state" in done.stdout, done.stderr
 
 
 # -- refusals: one line, exit status 2 ----------------------------------------------------------------

@@ -201,3 +201,22 @@ def test_async_resume_starts_from_the_checkpointed_windows(dirs, name: str, monk
     rows = _rows(cut / f"rank-{comm.rank:05d}.h5")
     np.testing.assert_array_equal(np.diff(rows["iteration"]), 1)
     assert rows["complete"]
+
+
+@pytest.mark.mpi(min_size=3)
+def test_dsgd_interrupted_twice(dirs, monkeypatch) -> None:
+    comm = MPI.COMM_WORLD
+    cfg = _config(comm.size, False)
+    full, cut = dirs
+    ref = run_rank(cfg, full, comm, abort_on_error=False)
+    assert _interrupted(cfg, cut, 7, monkeypatch).interrupted == "SIGUSR1"
+    monkeypatch.setattr(Worker, "stop_at_iteration", 19)
+    again = run_rank(cfg, cut, comm, abort_on_error=False, resume=True)
+    monkeypatch.setattr(Worker, "stop_at_iteration", 0)
+    assert again.interrupted == "SIGUSR1" and 19 <= again.agent.iteration < 30
+    done = run_rank(cfg, cut, comm, abort_on_error=False, resume=True)
+    np.testing.assert_allclose(_gather(comm, done, "x"), _gather(comm, ref, "x"), rtol=0, atol=1e-12)
+    rows = _rows(cut / f"rank-{comm.rank:05d}.h5")
+    np.testing.assert_array_equal(rows["iteration"], np.arange(1, 31))
+    with h5py.File(cut / f"rank-{comm.rank:05d}.h5", "r") as f:
+        assert f.attrs["resumes"] == 2 and f["trace/compute_s"].shape == (30,)  # one trace across resumes
