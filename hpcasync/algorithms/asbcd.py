@@ -53,6 +53,7 @@ def block_bounds(d: int, n: int) -> np.ndarray:
 @register
 class ASBCD(Algorithm):
     name = "asbcd"
+    resumable = False  # its relayed block buffer and versions are transport state no checkpoint holds yet
     payload = "model"
     requires = frozenset({"push_model"})
     memory_models = "deg + 2"

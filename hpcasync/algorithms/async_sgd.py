@@ -65,6 +65,7 @@ def delay_rule(name: str, step: StepSize, workers: int, smoothness: float = 0.0)
 @register
 class AsyncSGD(Algorithm):
     name = "async-sgd"
+    resumable = False  # the parameter server's x, k and in-flight steps are not in the checkpoint yet
     payload = "none"
     requires = frozenset({"server"})
     mixes_stale_copies = False

@@ -57,6 +57,7 @@ def pairwise_staleness(clocks: np.ndarray) -> tuple[float, float]:
 @register
 class DASGD(Algorithm):
     name = "dasgd"
+    resumable = False  # flooded gradients in flight and the vector clocks are not in the checkpoint yet
     payload = "none"
     requires = frozenset({"flood"})
     own_staleness = True

@@ -148,6 +148,7 @@ def star_weights(active: int) -> tuple[float, float]:
 @register
 class DSGDAAU(Algorithm):
     name = "dsgd-aau"
+    resumable = False  # Pathsearch's (P, V) and the flood in flight are not in the checkpoint yet
     payload = "model"
     requires = frozenset({"push_model", "flood", "wait_arrival"})
     memory_models = "deg + 3"

@@ -23,6 +23,7 @@ from hpcasync.kernels import axpy
 @register
 class MinibatchSGD(Algorithm):
     name = "minibatch-sgd"
+    resumable = False  # the round's partial sum is not in the checkpoint yet
     synchronous = True
     payload = "none"
     requires = frozenset({"allreduce"})

@@ -40,6 +40,7 @@ from hpcasync.errors import require
 @register
 class OSGP(PushSumAgent):
     name = "osgp"
+    resumable = False  # the outstanding rounds' counts are kept across a yield in locals, not attributes
     payload = "delta"
     requires = frozenset({"push_delta", "await_deltas"})
     counters = True

@@ -30,6 +30,7 @@ from hpcasync.algorithms.transport import OpGenerator, Transport
 @register
 class SGP(PushSumAgent):
     name = "sgp"
+    resumable = False  # the round's value is kept across its exchange in locals, not attributes
     synchronous = True
     payload = "none"
     requires = frozenset({"neighbor_exchange"})

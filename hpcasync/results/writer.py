@@ -242,6 +242,7 @@ class AgentWriter:
         self._buf = np.empty(self._capacity, dtype=schema.row_dtype(UPDATES))
         self._n, self._written = 0, int(rows)
         self._timings, self._final_model, self._final_attrs, self._closed = {}, None, {}, False
+        self._server_steps = None
         self._file = open_swmr_write(path) if keep_open else None
         return self
 
