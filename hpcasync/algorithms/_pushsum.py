@@ -136,9 +136,9 @@ class PushSumAgent(Algorithm):
         (×p_ii per step): φ_i fell below 1e-4 within a second on 4 ranks / 2
         cores (Open MPI) and the z-step α/φ_i blew the model up (loss 1e32). The
         cap bounds the z-step at K·α and leaves Alg. 1 untouched while φ_i ≥ 1/K.
-        (The authors' code steps z_i by α, i.e. K = 1; measured 4× slower to the
-        target on the 9-agent grid, docs/reproduction.md: mass in flight keeps
-        the local φ_i near 1/3 there, so that step is α/3 on the average.)"""
+        (The authors' code steps z_i by α, about K = 1: measured 4–6× slower to
+        the target on the 9-agent grid, docs/reproduction.md, because mass in
+        flight keeps the φ_i an agent holds at 0.3–0.5 on average there.)"""
         a = self.alpha() * min(1.0, self.step_cap * float(self.m[self.dim]))
         axpy(self.w, -a, g)
         axpy(self.applied, a, g)
