@@ -38,7 +38,8 @@ import numpy as np
 
 from hpcasync.config import TopologySection
 from hpcasync.errors import UserError, require
-from hpcasync.topology import RANDOM_TRIES, TOL, TOPOLOGIES, Topology, load_matrix
+from hpcasync.graphs import RANDOM_TRIES
+from hpcasync.topology import TOL, TOPOLOGIES, Topology, load_matrix
 
 
 @dataclass(frozen=True, eq=False)

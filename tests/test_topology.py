@@ -9,6 +9,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
+from hpcasync import graphs
 from hpcasync import topology as tp
 from hpcasync.config import TopologySection
 from hpcasync.errors import UserError
@@ -124,9 +125,9 @@ def test_bipartiteness() -> None:
 
 
 def test_grid_shapes() -> None:
-    assert tp.default_shape(9) == (3, 3)
-    assert tp.default_shape(12) == (3, 4)
-    assert tp.default_shape(13) == (1, 13)
+    assert graphs.default_shape(9) == (3, 3)
+    assert graphs.default_shape(12) == (3, 4)
+    assert graphs.default_shape(13) == (1, 13)
     topo = build(name="grid", n=6, shape=[2, 3])
     assert sorted(topo.graph.edges) == [(0, 1), (0, 3), (1, 2), (1, 4), (2, 5), (3, 4), (4, 5)]
     grid = build(name="grid", n=9)
