@@ -11,7 +11,8 @@ import pytest
 from hpcasync.config import Config
 from hpcasync.results import analysis
 from hpcasync.results.reader import open_run
-from hpcasync.results.report import make_report, time_to_target_markdown
+from hpcasync.results.report import make_report
+from hpcasync.results.tables import time_to_target_markdown
 from hpcasync.results.writer import AgentWriter, RunWriter, software_versions
 
 
