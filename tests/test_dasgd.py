@@ -8,6 +8,7 @@ import pytest
 
 from hpcasync.algorithms.dasgd import DASGD, pairwise_staleness
 from hpcasync.engines.sim.runner import build_simulator
+from hpcasync.errors import UserError
 from tests.conftest import make_config
 
 
@@ -163,3 +164,9 @@ def test_staleness_bound_holds_under_a_100x_straggler(bound: int) -> None:
     free_iters = [a.iteration for a in free.agents]
     assert max(free_iters) - min(free_iters) > 50 * bound  # what the bound prevents
     assert peak[0] > 50 * (n - 1)  # ~ (n − 1) × the speed ratio gradients wait at the straggler
+
+
+@pytest.mark.parametrize("name", ["dasgd", "dsgd-aau"])
+def test_message_loss_is_refused_in_one_line(name: str) -> None:
+    with pytest.raises(UserError, match=rf"^config field delays.drop: algorithm {name} needs every message"):
+        build_simulator(make_config(algorithm={"name": name}, delays={"drop": 0.1}))

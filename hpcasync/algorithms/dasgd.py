@@ -59,6 +59,7 @@ class DASGD(Algorithm):
     name = "dasgd"
     payload = "none"
     requires = frozenset({"flood"})
+    needs_lossless = True
     own_staleness = True
     memory_models = "2 + in-flight gradients (≤ 2B·(n−1))"
     checkpoint_state = (*Algorithm.checkpoint_state, "clock")

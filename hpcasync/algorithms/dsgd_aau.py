@@ -150,6 +150,7 @@ class DSGDAAU(Algorithm):
     name = "dsgd-aau"
     payload = "model"
     requires = frozenset({"push_model", "flood", "wait_arrival"})
+    needs_lossless = True
     memory_models = "deg + 3"
     checkpoint_state = (*Algorithm.checkpoint_state, "message", "used")
 
