@@ -100,7 +100,9 @@ class FloodChannel:
         self._reap()
 
     def take(self) -> list[tuple[int, int, np.ndarray]]:
-        return [(o, s, buf[HEADER:].view(np.dtype(chr(buf[:8].view(np.int32)[1])))) for o, s, buf in self.state.take()]
+        """The accepted items as (origin, seq, payload view of the dtype in the header)."""
+        return [(o, s, buf[HEADER:].view(np.dtype(chr(int(buf[:8].view(np.int32)[1])))))
+                for o, s, buf in self.state.take()]
 
     def wait(self, stop: Callable[[], bool]) -> bool:
         """Poll, sleeping between polls, until an item is waiting (True) or ``stop()`` (False)."""
