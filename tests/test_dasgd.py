@@ -8,6 +8,7 @@ import pytest
 
 from hpcasync.algorithms.dasgd import DASGD, pairwise_staleness
 from hpcasync.engines.sim.runner import build_simulator
+from hpcasync.errors import UserError
 from tests.conftest import make_config
 
 
@@ -60,8 +61,28 @@ class Tracker:
         pass
 
 
+def watch_backlog(sim, agent: int) -> list[int]:
+    """[peak] of the gradients that arrived at ``agent`` and wait to be applied (updated as they land)."""
+    fs = sim.transports[agent].flood_state
+    inner, peak = fs.arrive, [0]
+
+    def arrive(*args):
+        out = inner(*args)
+        peak[0] = max(peak[0], len(fs.pending) + len(fs.early))
+        return out
+
+    fs.arrive = arrive
+    sim.peak_backlog = peak
+    return peak
+
+
+def backlog(sim) -> int:
+    return sim.peak_backlog[0]
+
+
 def simulate(**sections):
     sim = build_simulator(make_config(**sections))
+    watch_backlog(sim, 4)
     tracker = Tracker(sim)
     sim.gens = [a.run(t) for a, t in zip(sim.agents, sim.transports, strict=True)]
     sim.recorder = tracker
@@ -123,7 +144,8 @@ def test_pairwise_staleness_equals_symmetric_differences_on_random_histories() -
 @pytest.mark.parametrize("bound", [2, 6])
 def test_staleness_bound_holds_under_a_100x_straggler(bound: int) -> None:
     """Agent 4 computes 100× slower. With B = max_staleness no agent gets more than B gradients ahead of
-    any other and S_i ≤ 2B·(n − 1) at every record; without the bound the backlog grows with the run."""
+    any other and S_i ≤ 2B·(n − 1) at every record (what is unapplied, so in flight or queued, at agent
+    i); without the bound the counts drift apart and the straggler's backlog grows with the speed ratio."""
     n = 9
     sections = {"delays": {"model": "case", "case": 3, "straggler": 4, "slowdown": 100.0},
                 "budget": {"time": 2000.0}, "eval": {"interval": 500.0}}
@@ -135,7 +157,16 @@ def test_staleness_bound_holds_under_a_100x_straggler(bound: int) -> None:
     assert worst <= 2 * bound * (n - 1)
     assert sum(a.waits for a in sim.agents) > 0
     check_everything_applied_once(sim, tracker)
+    assert backlog(sim) <= 2 * bound * (n - 1)
     free = build_simulator(make_config(algorithm={"name": "dasgd", "max_staleness": 0}, **sections))
+    peak = watch_backlog(free, 4)
     free.run()
     free_iters = [a.iteration for a in free.agents]
     assert max(free_iters) - min(free_iters) > 50 * bound  # what the bound prevents
+    assert peak[0] > 50 * (n - 1)  # ~ (n − 1) × the speed ratio gradients wait at the straggler
+
+
+@pytest.mark.parametrize("name", ["dasgd", "dsgd-aau"])
+def test_message_loss_is_refused_in_one_line(name: str) -> None:
+    with pytest.raises(UserError, match=rf"^config field delays.drop: algorithm {name} needs every message"):
+        build_simulator(make_config(algorithm={"name": name}, delays={"drop": 0.1}))

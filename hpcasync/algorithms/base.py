@@ -86,6 +86,8 @@ class Algorithm(abc.ABC):
     staleness_note: ClassVar[str] = ""
     #: reports measure time-to-target against the present algorithm of lowest rank (None: never)
     reference_rank: ClassVar[int | None] = None
+    #: every message must arrive (a lost one stalls it): refuses ``delays.drop`` > 0
+    needs_lossless: ClassVar[bool] = False
     #: the ``staleness`` column is :meth:`staleness_of` (every agent's update count given), not the transport's
     own_staleness: ClassVar[bool] = False
     #: line style of its curves in plots

@@ -60,6 +60,7 @@ class DASGD(Algorithm):
     resumable = False  # flooded gradients in flight and the vector clocks are not in the checkpoint yet
     payload = "none"
     requires = frozenset({"flood"})
+    needs_lossless = True
     own_staleness = True
     memory_models = "2 + in-flight gradients (≤ 2B·(n−1))"
     checkpoint_state = (*Algorithm.checkpoint_state, "clock")

@@ -151,6 +151,7 @@ class DSGDAAU(Algorithm):
     resumable = False  # Pathsearch's (P, V) and the flood in flight are not in the checkpoint yet
     payload = "model"
     requires = frozenset({"push_model", "flood", "wait_arrival"})
+    needs_lossless = True
     memory_models = "deg + 3"
     checkpoint_state = (*Algorithm.checkpoint_state, "message", "used")
 

@@ -32,6 +32,9 @@ def build_topology(cfg: Config) -> Topology:
         require(t.is_bipartite(),
                 f"algorithm {cfg.algorithm.name}: needs a bipartite graph; topology {cfg.topology.name!r} "
                 f"with n={t.n} is not bipartite (use a ring with even n, a grid or a hypercube)")
+    require(not (algo.needs_lossless and cfg.delays.drop > 0),
+            f"config field delays.drop: algorithm {cfg.algorithm.name} needs every message delivered "
+            f"(a lost gradient or edge announcement stalls it); got drop = {cfg.delays.drop}")
     return t
 
 

@@ -100,7 +100,9 @@ class FloodChannel:
         self._reap()
 
     def take(self) -> list[tuple[int, int, np.ndarray]]:
-        return [(o, s, buf[HEADER:].view(np.dtype(chr(buf[:8].view(np.int32)[1])))) for o, s, buf in self.state.take()]
+        """The accepted items as (origin, seq, payload view of the dtype in the header)."""
+        return [(o, s, buf[HEADER:].view(np.dtype(chr(int(buf[:8].view(np.int32)[1])))))
+                for o, s, buf in self.state.take()]
 
     def wait(self, stop: Callable[[], bool]) -> bool:
         """Poll, sleeping between polls, until an item is waiting (True) or ``stop()`` (False)."""
@@ -158,11 +160,13 @@ class FloodChannel:
         self.comm.Free()
 
 
-def wait_arrival(channel: FloodChannel | None, numbers: Callable[[], list[int]], poll_outbox: Callable[[], None],
-                 stop: Callable[[], bool]) -> bool:
-    """Until a flooded item waits or a neighbour's model number changes (True) or ``stop()`` (False),
-    with growing sleeps; ``poll_outbox`` lands this rank's own due transmissions meanwhile."""
-    base = numbers()
+def wait_arrival(channel: FloodChannel | None, words: Callable[[], list[int]], seen: Sequence[int],
+                 poll_outbox: Callable[[], None], stop: Callable[[], bool]) -> bool:
+    """Until a flooded item waits or some in-neighbour has a complete model newer than ``seen`` (the
+    numbers the algorithm last read; ``words()``: the slots' sequence words, 2u when model u is
+    complete) — True — or ``stop()`` — False; growing sleeps. Comparing with what was *read*, not
+    with the words at the start of the wait, keeps a model landing just before it from being missed.
+    ``poll_outbox`` lands this rank's own due transmissions meanwhile."""
     sleep = 2e-5
     while True:
         poll_outbox()
@@ -170,7 +174,7 @@ def wait_arrival(channel: FloodChannel | None, numbers: Callable[[], list[int]],
             channel.poll()
             if channel.state.pending:
                 return True
-        if numbers() != base:
+        if any(w // 2 > s for w, s in zip(words(), seen, strict=True)):
             return True
         if stop():
             return False

@@ -313,6 +313,7 @@ class Worker:
         t, slots = self.t, self.t.slots
         start = self.now()
         got = wait_arrival(t.flood_channel, slots.newest_numbers if slots is not None else list,
+                           t.versions.tolist() if slots is not None else [],
                            lambda: t.outbox.poll(self.now() + self.t0), self._stop_now)
         self.idle_s += self.now() - start
         return got
