@@ -45,11 +45,16 @@ TARGET = 1e-2
 SLOWDOWNS = (1.0, 10.0, 100.0)
 
 
+REUSE = False  # --reuse: keep finished runs (redraw figures and tables only)
+
+
 def run(name: str, overrides: list[str], out: Path, slowdown: float = 1.0) -> Path:
     # a minibatch round lasts as long as the slowest worker: evaluate about every round, not every 2 units
     every = 2.0 * slowdown if "algorithm.name=minibatch-sgd" in overrides else 2.0
     cfg = config.load(HERE / "fig1.toml", [*overrides, f"run.name={name}", f"eval.interval={every}"])
     d = out / name
+    if REUSE and (d / "run.h5").exists() and open_run(d).complete:
+        return d
     shutil.rmtree(d, ignore_errors=True)
     simulate(cfg, d)
     return d
@@ -80,7 +85,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "runs" / "mishchenko-2022"))
     ap.add_argument("--quick", action="store_true", help="a tenth of the budget (a smoke test)")
+    ap.add_argument("--reuse", action="store_true", help="keep finished runs; redraw figures and tables")
     args = ap.parse_args()
+    global REUSE
+    REUSE = args.reuse
     out = Path(args.out)
     t0 = time.perf_counter()
     consts: dict[str, float] = {}
