@@ -45,11 +45,16 @@ TARGET = 1e-2
 SLOWDOWNS = (1.0, 10.0, 100.0)
 
 
+REUSE = False  # --reuse: keep finished runs (redraw figures and tables only)
+
+
 def run(name: str, overrides: list[str], out: Path, slowdown: float = 1.0) -> Path:
     # a minibatch round lasts as long as the slowest worker: evaluate about every round, not every 2 units
     every = 2.0 * slowdown if "algorithm.name=minibatch-sgd" in overrides else 2.0
     cfg = config.load(HERE / "fig1.toml", [*overrides, f"run.name={name}", f"eval.interval={every}"])
     d = out / name
+    if REUSE and (d / "run.h5").exists() and open_run(d).complete:
+        return d
     shutil.rmtree(d, ignore_errors=True)
     simulate(cfg, d)
     return d
@@ -76,11 +81,45 @@ def first_time(run_dir: Path, f_star: float, target: float) -> tuple[float, floa
     return (float(ev["virtual_time"][hit[0]]), float(ev["gradients"][hit[0]])) if hit.size else (np.inf, np.inf)
 
 
+def mpi_figures(folder: Path) -> int:
+    """Figures and numbers of configs/mishchenko-2022/mpi.sh's runs (40 ranks on this machine's cores)."""
+    f_star, _ = objective({})
+    names = ["mpi-minibatch-0.19", "mpi-async-0.43", "mpi-adaptive-0.43"]
+    runs = [open_run(folder / n) for n in names if (folder / n / "run.h5").exists()]
+    labels = [r.name.removeprefix("mpi-") for r in runs]
+    plot_server_loss(runs, FIGS / "mishchenko_mpi_loss.png", "wall_time", offset=f_star, labels=labels)
+    recorded = [(r, s) for r in runs if (s := r.server_steps()) is not None]
+    plot_delay_histogram(recorded, FIGS / "mishchenko_mpi_delays.png",
+                         labels=[r.name.removeprefix("mpi-") for r, _ in recorded])
+    rows = {}
+    for r, label in zip(runs, labels, strict=True):
+        ev, s = r.evaluations, r.server_steps()
+        gap = ev["train_loss"] - f_star
+        hit = np.flatnonzero(gap <= TARGET)
+        row = {"final_gap": float(gap[-1]), "wall_s": float(r.summary["wall_s"]), "gradients": int(ev["gradients"][-1]),
+               "time_to_target_s": float(ev["wall_time"][hit[0]]) if hit.size else None}
+        if s is not None:
+            t = s["tau"]
+            row.update(tau_mean=float(t.mean()), tau_median=float(np.median(t)), tau_p99=float(np.percentile(t, 99)),
+                       tau_max=int(t.max()), share_tau_le_1=float((t <= 1).mean()),
+                       steps_per_s=len(t) / float(r.summary["wall_s"]))
+        rows[label] = row
+        print(label, row, flush=True)
+    (FIGS / "mishchenko_mpi_results.json").write_text(json.dumps({"target": TARGET, "runs": rows}, indent=1) + "\n")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "runs" / "mishchenko-2022"))
     ap.add_argument("--quick", action="store_true", help="a tenth of the budget (a smoke test)")
+    ap.add_argument("--reuse", action="store_true", help="keep finished runs; redraw figures and tables")
+    ap.add_argument("--mpi", default="", help="draw the figures of the runs of mpi.sh in this folder instead")
     args = ap.parse_args()
+    if args.mpi:
+        return mpi_figures(Path(args.mpi))
+    global REUSE
+    REUSE = args.reuse
     out = Path(args.out)
     t0 = time.perf_counter()
     consts: dict[str, float] = {}

@@ -60,20 +60,29 @@ def plot_server_loss(runs: Sequence[Run], out_png: str | Path, time_key: str | N
     by_grad, by_time = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     styles = _styles(runs)
     keys = set()
+    lows, firsts = [], []
     for i, run in enumerate(runs):
         label = labels[i] if labels is not None else _run_label(run)
         ev = run.evaluations
         y = ev["train_loss"].astype(np.float64) - offset
         tk = resolve_time_key(run, time_key)
         keys.add(tk)
+        good = np.isfinite(y) & (y > 0)
+        if good.any():
+            lows.append(float(y[good].min()))
+            firsts.append(float(y[good][0]))
+        if good.any() and (not np.isfinite(y[-1]) or y[-1] > 10 * y[good][0]):
+            label += " (diverges)"
         for ax, x in ((by_grad, ev["gradients"].astype(np.float64)), (by_time, ev[tk])):
-            ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
+            ok = np.isfinite(x) & good
             if ok.any():
                 ax.plot(x[ok], y[ok], label=label, linewidth=1.2, **styles[i])
     what = "F(x) − F*" if offset else "training loss"
     for ax, xlabel in ((by_grad, "gradients computed"), (by_time, schema.time_label(sorted(keys)[0])
                                                            if len(keys) == 1 else "time")):
         ax.set_yscale("log")
+        if lows:  # diverging runs would squash the others: clip at 10× the largest starting value
+            ax.set_ylim(0.5 * min(lows), 10 * max(firsts))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
