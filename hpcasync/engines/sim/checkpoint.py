@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from hpcasync.engines.sim.engine import DELIVER, PAIR, RESUME, AgentClock, Simulator
+from hpcasync.engines.sim.engine import AgentClock, Simulator
+from hpcasync.engines.sim.events import DELIVER, PAIR, RESUME
 from hpcasync.engines.sim.transport import Packet, SimTransport
 from hpcasync.errors import UserError
 

@@ -27,7 +27,7 @@ import heapq
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,16 +47,13 @@ from hpcasync.algorithms.transport import (
 )
 from hpcasync.delays import DelayModel
 from hpcasync.engines.evaluation import evaluate_average
+from hpcasync.engines.sim.events import DELIVER, EVAL, PAIR, PRIORITY, RESUME, SERVE, SETTLED
+from hpcasync.engines.sim.exchanges import Exchange, ExchangeOps
 from hpcasync.engines.sim.server import SimServer
 from hpcasync.engines.sim.transport import Packet, SimTransport
 from hpcasync.kernels import mean_rows_into
 from hpcasync.problems.base import Oracle
 from hpcasync.topology import Topology
-
-RESUME, DELIVER, PAIR, EVAL, SERVE, SETTLED = 0, 1, 2, 3, 4, 5
-# priority at equal times: agents resume, then messages (and gradients at the server) land, then settled
-# agents resume, then evaluations
-_PRIORITY = (0, 1, 1, 2, 1, 1.5)
 
 
 class Recorder(Protocol):
@@ -79,17 +76,7 @@ class AgentClock:
     last_grad_norm: float = float("nan")
 
 
-@dataclass
-class _Exchange:
-    """Round bookkeeping for NeighborExchange: posts[j][r] = (time available, model copy)."""
-
-    rounds: list[int]
-    posts: list[dict[int, tuple[float, np.ndarray]]]
-    consumed: list[dict[int, int]]
-    waiting: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
-
-
-class Simulator:
+class Simulator(ExchangeOps):
     """Runs ``agents`` over ``topology`` with delays from ``delays`` on a virtual clock."""
 
     def __init__(self, agents: list[Algorithm], oracles: list[Oracle], topology: Topology,
@@ -136,7 +123,7 @@ class Simulator:
         self.checkpoint_path: Any = None  # where the runner wrote the checkpoint of an interrupted run
         self.checkpoint_s = 0.0
         self._allreduce: list[tuple[int, float, np.ndarray | None]] = []
-        self._exchange = _Exchange([0] * self.n, [{} for _ in range(self.n)], [{} for _ in range(self.n)])
+        self._exchange = Exchange([0] * self.n, [{} for _ in range(self.n)], [{} for _ in range(self.n)])
         self._pair_busy = [False] * self.n
         self._pair_queue: list[tuple[int, int, np.ndarray]] = []
         self._awaiting: set[int] = set()  # agents blocked in AwaitDeltas
@@ -148,7 +135,7 @@ class Simulator:
     # -- event heap ------------------------------------------------------------------------------
     def _push(self, t: float, kind: int, a: int, b: Any) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (t, _PRIORITY[kind], self._seq, kind, a, b))
+        heapq.heappush(self._heap, (t, PRIORITY[kind], self._seq, kind, a, b))
 
     def wall(self) -> float:
         return time.perf_counter() - self._wall0
@@ -170,7 +157,7 @@ class Simulator:
                 return
             t, _, _, kind, a, b = heapq.heappop(heap)
             if t > self.budget_time:
-                heapq.heappush(heap, (t, _PRIORITY[kind], 0, kind, a, b))
+                heapq.heappush(heap, (t, PRIORITY[kind], 0, kind, a, b))
                 self.now = self.budget_time
                 break
             self.now = t
@@ -340,98 +327,6 @@ class Simulator:
         clock = self.clocks[i]
         clock.wait_units += t - clock.blocked_since
         self._push(t, RESUME, i, value)
-
-    def _collective(self, i: int, v: np.ndarray | None) -> None:
-        """AllreduceMean (v given) or Barrier: done when the slowest contribution has travelled."""
-        self._block(i)
-        tr = self.transports[i]
-        if v is not None:
-            # a ring allreduce moves 2(n−1)/n of the vector per agent
-            tr.bytes_sent += int(2 * (self.n - 1) * v.nbytes / self.n)
-            tr.messages_sent += 2 * (self.n - 1)
-        self._allreduce.append((i, self.now + self.delays.comm(i), None if v is None else v.copy()))
-        if len(self._allreduce) < self.n:
-            return
-        done = max(t for _, t, _ in self._allreduce)
-        mean = None
-        if v is not None:
-            mean = np.zeros_like(v)
-            for _, _, u in self._allreduce:
-                mean += u
-            mean /= self.n
-        for j, _, _ in self._allreduce:
-            self._wake(j, done, None if mean is None else mean.copy())
-        self._allreduce = []
-
-    def _post_exchange(self, i: int, v: np.ndarray) -> None:
-        ex = self._exchange
-        r = ex.rounds[i]
-        ex.rounds[i] += 1
-        tr = self.transports[i]
-        tr.bytes_sent += v.nbytes * len(tr.out_neighbors)
-        tr.messages_sent += len(tr.out_neighbors)
-        ex.posts[i][r] = (self.now + self.delays.comm(i), v.copy())
-        ex.consumed[i][r] = 0
-        self._block(i)
-        ex.waiting[i] = (r, np.empty((len(tr.in_neighbors), v.size), v.dtype))
-        self._try_exchange(i)
-        for j in tr.out_neighbors:
-            self._try_exchange(j)
-
-    def _try_exchange(self, i: int) -> None:
-        ex = self._exchange
-        if i not in ex.waiting:
-            return
-        r, out = ex.waiting[i]
-        tr = self.transports[i]
-        if any(r not in ex.posts[j] for j in tr.in_neighbors):
-            return
-        del ex.waiting[i]
-        done = self.now
-        for k, j in enumerate(tr.in_neighbors):
-            t_avail, model = ex.posts[j][r]
-            done = max(done, t_avail)
-            out[k] = model
-            ex.consumed[j][r] += 1
-            if ex.consumed[j][r] == len(self.transports[j].out_neighbors):
-                del ex.posts[j][r], ex.consumed[j][r]
-        self._wake(i, done, out)
-
-    # -- pairwise averaging (AD-PSGD) ------------------------------------------------------------
-    def _pair_request(self, i: int, peer: int, v: np.ndarray) -> None:
-        self._block(i)
-        self._pair_queue.append((i, peer, v))
-        self._start_pairs()
-
-    def _start_pairs(self) -> None:
-        """Start every queued exchange whose two endpoints are free, oldest first."""
-        waiting = []
-        for i, peer, v in self._pair_queue:
-            if self._pair_busy[i] or self._pair_busy[peer]:
-                waiting.append((i, peer, v))
-                continue
-            self._pair_busy[i] = self._pair_busy[peer] = True
-            tr = self.transports[i]
-            tr.bytes_sent += 2 * v.nbytes
-            tr.messages_sent += 2
-            # a round trip: i's request (x_i) then peer's response (x_peer), one sample of each
-            # endpoint's communication delay, so a slow link on either side slows the exchange
-            done = self.now + self.delays.comm(i) + self.delays.comm(peer)
-            self._push(done, PAIR, i, (peer, v))
-        self._pair_queue = waiting
-
-    def _finish_pair(self, i: int, peer: int, v: np.ndarray) -> None:
-        x_peer = self.agents[peer].x
-        v += x_peer
-        v *= 0.5
-        x_peer[:] = v
-        # each end now holds the other's model as of this exchange (staleness bookkeeping)
-        for a, b in ((i, peer), (peer, i)):
-            tr = self.transports[a]
-            tr.received[tr.in_index[b]] = self.agents[b].iteration
-        self._pair_busy[i] = self._pair_busy[peer] = False
-        self._wake(i, self.now, None)
-        self._start_pairs()
 
     def _serve(self, i: int, op: ServerStep) -> None:
         """Worker i's gradient reaches the server (server.py); the new x travels back to it."""
