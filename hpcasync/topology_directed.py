@@ -1,4 +1,4 @@
-"""Directed and time-varying communication graphs for the push-sum family (docs/algorithms.md §8).
+"""Directed and time-varying communication graphs for the push-sum family (docs/algorithms.md §7).
 
 A :class:`DirectedTopology` is a period of column-stochastic mixing matrices
 P(0), …, P(L−1) (L = 1: a static directed graph), used in round k as

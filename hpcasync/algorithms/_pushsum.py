@@ -1,4 +1,4 @@
-"""Push-sum state and schedule shared by ``sgp``, ``osgp`` and ``agp`` (docs/algorithms.md §8).
+"""Push-sum state and schedule shared by ``sgp``, ``osgp`` and ``agp`` (docs/algorithms.md §7).
 
 Push-sum (Kempe, Dobra & Gehrke 2003; Assran, Aytekin, Feyzmahdavian,
 Johansson & Rabbat 2020, §4.3 eq. (10)): agent i keeps a numerator w_i and a

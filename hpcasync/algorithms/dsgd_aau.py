@@ -25,7 +25,7 @@ The active graph of j's averaging is the star of its exchanges j–i, i ∈ A:
 its Metropolis matrix (eq. (6), p_j = |A| − 1, p_i = 1) is symmetric and
 doubly stochastic, and row j gives every member weight 1/|A|. (Eq. (6)'s
 p_i is the number of neighbours *i* waited for, which j cannot know when it
-averages; docs/algorithms.md §10.)
+averages; docs/algorithms.md §11.)
 
 Pathsearch's bookkeeping (:class:`PathState`). Each worker keeps its copy of the spanning structure G' = (V, P) of the
 current epoch: P the edges established so far, V their end points. An edge
@@ -34,7 +34,7 @@ V, or its ends lie in different components of (V, P). The epoch ends — P
 and V are reset to ∅ and the epoch number grows — exactly when G' spans all
 n workers and is connected (undirected: "strongly connected" in the paper).
 
-Where the paper (App. B) is ambiguous, this is what we chose (docs/algorithms.md §10):
+Where the paper (App. B) is ambiguous, this is what we chose (docs/algorithms.md §11):
 
 * App. B adds an edge only when one end is not yet in V. Taken literally
   this can deadlock an epoch: once V = N with P in two components no edge
