@@ -1,7 +1,7 @@
 """DSGD-AAU on MPI: a run with a 10× computation straggler finishes its time budget (no deadlock), every
 rank keeps updating, and the edge announcements leave no message in flight.
 
-Run: ``mpiexec -n 16 python -m pytest --with-mpi tests/mpi/test_dsgd_aau.py -q`` (any size ≥ 4).
+Run: ``mpiexec -n 16 python -m pytest --with-mpi tests/mpi/test_dsgd_aau_mpi.py -q`` (any size ≥ 4).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 applied exactly once at every rank and all models end equal; the staleness bound holds under a 100×
 straggler; the channel leaves no message in flight.
 
-Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi/test_dasgd.py -q``.
+Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi/test_dasgd_mpi.py -q``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _check_complete(comm: MPI.Comm, agent: CountingDASGD | DASGD, transport) -> 
 def test_every_gradient_applied_once_and_models_equal(out_dir: Path) -> None:  # noqa: F811
     comm = MPI.COMM_WORLD
     n = comm.size
-    cfg = _config(n, algorithm={"name": "tests.mpi.test_dasgd:CountingDASGD", "alpha": 0.05,
+    cfg = _config(n, algorithm={"name": "tests.mpi.test_dasgd_mpi:CountingDASGD", "alpha": 0.05,
                                 "max_staleness": 0},
                   delays={"model": "none"}, budget={"time": 0.0, "gradients": 200 * n}, eval={"interval": 1e6})
     res = run_rank(cfg, out_dir / "mpi", comm)

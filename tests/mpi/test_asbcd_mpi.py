@@ -1,6 +1,6 @@
 """ASBCD on MPI: only the owner moves its block, and relayed copies are exact copies of the owner's.
 
-Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi/test_asbcd.py -q``. The zero-delay equivalence
+Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi/test_asbcd_mpi.py -q``. The zero-delay equivalence
 with Jacobi block descent is a simulator test (tests/test_asbcd.py): on MPI the interleaving of reads
 and pushes is not deterministic, so iterates cannot be compared one for one; these invariants hold
 whatever the interleaving.

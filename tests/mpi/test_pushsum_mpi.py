@@ -1,6 +1,6 @@
 """Push-sum on MPI: Σ_i φ_i = n and Σ_i w_i = Σ_i x_i(0) − Σ applied steps after a real run, and sgp ≡ AllReduce.
 
-Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi/test_pushsum.py``.
+Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi/test_pushsum_mpi.py``.
 The runner drains every accumulator after the closing barrier
 (``Algorithm.finish``), so nothing is in flight when the states are gathered.
 """
