@@ -180,7 +180,9 @@ class Worker:
         return now + self.delays.comm(self.rank) * self.unit if self.delays_on else now
 
     def _propose_stop(self, now: float, lag: int) -> None:
-        if self.stop_after == NEVER and now >= self.budget_time:
+        # "< stop_after", not "== NEVER": with a gradient budget too, stop_after is set from the start and the
+        # time budget was never proposed (minibatch-sgd with a straggler ran far past budget.time)
+        if now >= self.budget_time and self.rounds + lag < self.stop_after:
             self.stop_after = self.rounds + lag
 
     def _allreduce(self, v: np.ndarray) -> np.ndarray:
