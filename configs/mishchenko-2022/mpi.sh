@@ -25,3 +25,4 @@ bad=(--set delays.model=case --set delays.case=3 --set delays.straggler=0 --set 
 run mpi-bad-minibatch-0.19 "${bad[@]}" --set algorithm.name=minibatch-sgd --set algorithm.alpha=0.19
 run mpi-bad-adaptive-0.43 "${bad[@]}" --set algorithm.step_rule=adaptive --set algorithm.alpha=0.43
 run mpi-bad-async-0.43 "${bad[@]}" --set algorithm.step_rule=constant --set algorithm.alpha=0.43
+run mpi-bad-adaptive-0.15 "${bad[@]}" --set algorithm.step_rule=adaptive --set algorithm.alpha=0.15

@@ -86,7 +86,7 @@ def mpi_figures(folder: Path) -> int:
     f_star, _ = objective({})
     rows = {}
     for prefix in ("mpi-", "mpi-bad-"):
-        names = [f"{prefix}{m}" for m in ("minibatch-0.19", "async-0.43", "adaptive-0.43")]
+        names = [f"{prefix}{m}" for m in ("minibatch-0.19", "async-0.43", "adaptive-0.43", "adaptive-0.15")]
         runs = [open_run(folder / n) for n in names if (folder / n / "run.h5").exists()]
         tag = prefix.strip("-").replace("-", "_")
         rows.update(_mpi_setting(runs, tag, prefix, f_star))
