@@ -162,3 +162,18 @@ def test_report_draws_the_delay_histogram(tmp_path) -> None:
         simulate(cfg, tmp_path / alg)
     files = make_report([tmp_path], tmp_path / "report", echo=False)["files"]
     assert files["delays"].stat().st_size > 1000 and files["server_loss"].stat().st_size > 1000
+
+
+@pytest.mark.parametrize("override", ["algorithm.step_rule=fancy", "algorithm.step_rule=theorem",
+                                      "algorithm.reduce=max", "algorithm.smoothness=-1"])
+def test_cli_bad_server_options_exit_2_with_one_line(tmp_path, override: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "hpcasync", "check", str(root / "configs/mishchenko-2022/fig1.toml"),
+                           "--set", override], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and override.split("=")[0].split(".")[1] in lines[0] and "Traceback" not in done.stderr

@@ -17,3 +17,12 @@ run() {
 run mpi-minibatch-0.19 --set algorithm.name=minibatch-sgd --set algorithm.alpha=0.19
 run mpi-adaptive-0.43 --set algorithm.step_rule=adaptive --set algorithm.alpha=0.43
 run mpi-async-0.43 --set algorithm.step_rule=constant --set algorithm.alpha=0.43
+# One "bad worker" (rank 0) 100x slower, as in the authors' notebook where it sleeps: every computation is padded
+# to 8 ms (about the pace of a rank among 40 on 2 cores, so the others barely change), rank 0's to 0.8 s.
+bad=(--set delays.model=case --set delays.case=3 --set delays.straggler=0 --set delays.slowdown=100
+     --set delays.compute_dist=constant --set delays.compute_mean=0.008 --set mpi.time_unit=1.0
+     --set delays.comm_dist=constant --set delays.comm_mean=1e-6)
+run mpi-bad-minibatch-0.19 "${bad[@]}" --set algorithm.name=minibatch-sgd --set algorithm.alpha=0.19
+run mpi-bad-adaptive-0.43 "${bad[@]}" --set algorithm.step_rule=adaptive --set algorithm.alpha=0.43
+run mpi-bad-async-0.43 "${bad[@]}" --set algorithm.step_rule=constant --set algorithm.alpha=0.43
+run mpi-bad-adaptive-0.15 "${bad[@]}" --set algorithm.step_rule=adaptive --set algorithm.alpha=0.15

@@ -84,13 +84,22 @@ def first_time(run_dir: Path, f_star: float, target: float) -> tuple[float, floa
 def mpi_figures(folder: Path) -> int:
     """Figures and numbers of configs/mishchenko-2022/mpi.sh's runs (40 ranks on this machine's cores)."""
     f_star, _ = objective({})
-    names = ["mpi-minibatch-0.19", "mpi-async-0.43", "mpi-adaptive-0.43"]
-    runs = [open_run(folder / n) for n in names if (folder / n / "run.h5").exists()]
-    labels = [r.name.removeprefix("mpi-") for r in runs]
-    plot_server_loss(runs, FIGS / "mishchenko_mpi_loss.png", "wall_time", offset=f_star, labels=labels)
+    rows = {}
+    for prefix in ("mpi-", "mpi-bad-"):
+        names = [f"{prefix}{m}" for m in ("minibatch-0.19", "async-0.43", "adaptive-0.43", "adaptive-0.15")]
+        runs = [open_run(folder / n) for n in names if (folder / n / "run.h5").exists()]
+        tag = prefix.strip("-").replace("-", "_")
+        rows.update(_mpi_setting(runs, tag, prefix, f_star))
+    (FIGS / "mishchenko_mpi_results.json").write_text(json.dumps({"target": TARGET, "runs": rows}, indent=1) + "\n")
+    return 0
+
+
+def _mpi_setting(runs: list, tag: str, prefix: str, f_star: float) -> dict[str, dict]:
+    labels = [r.name.removeprefix(prefix) for r in runs]
+    plot_server_loss(runs, FIGS / f"mishchenko_{tag}_loss.png", "wall_time", offset=f_star, labels=labels)
     recorded = [(r, s) for r in runs if (s := r.server_steps()) is not None]
-    plot_delay_histogram(recorded, FIGS / "mishchenko_mpi_delays.png",
-                         labels=[r.name.removeprefix("mpi-") for r, _ in recorded])
+    plot_delay_histogram(recorded, FIGS / f"mishchenko_{tag}_delays.png",
+                         labels=[r.name.removeprefix(prefix) for r, _ in recorded])
     rows = {}
     for r, label in zip(runs, labels, strict=True):
         ev, s = r.evaluations, r.server_steps()
@@ -103,10 +112,9 @@ def mpi_figures(folder: Path) -> int:
             row.update(tau_mean=float(t.mean()), tau_median=float(np.median(t)), tau_p99=float(np.percentile(t, 99)),
                        tau_max=int(t.max()), share_tau_le_1=float((t <= 1).mean()),
                        steps_per_s=len(t) / float(r.summary["wall_s"]))
-        rows[label] = row
-        print(label, row, flush=True)
-    (FIGS / "mishchenko_mpi_results.json").write_text(json.dumps({"target": TARGET, "runs": rows}, indent=1) + "\n")
-    return 0
+        rows[f"{prefix}{label}"] = row
+        print(prefix + label, row, flush=True)
+    return rows
 
 
 def main() -> int:

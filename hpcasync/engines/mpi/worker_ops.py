@@ -14,7 +14,7 @@ from mpi4py import MPI
 from hpcasync.algorithms.transport import ServerStep
 from hpcasync.engines.mpi.messages import wait_arrival
 from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
-from hpcasync.engines.mpi.transport import NEVER, MpiTransport
+from hpcasync.engines.mpi.transport import MpiTransport
 
 #: longest sleep between two Tests of a pending collective
 MAX_WAIT_SLEEP_S = 5e-4
@@ -79,7 +79,9 @@ class WorkerOps:
         if self.stop_signal and not self._signal_proposed:  # stop early for a checkpoint
             self._signal_proposed = True
             self.stop_after = min(self.stop_after, self.rounds + lag)
-        elif self.stop_after == NEVER and now >= self.budget_time:
+        elif now >= self.budget_time and self.rounds + lag < self.stop_after:
+            # "< stop_after", not "== NEVER": with a gradient budget too, stop_after is set from the start
+            # and the time budget was never proposed (minibatch-sgd with a straggler ran far past budget.time)
             self.stop_after = self.rounds + lag
 
     def _allreduce(self, v: np.ndarray) -> np.ndarray:
