@@ -17,8 +17,10 @@ import pytest
 
 from hpcasync import algorithms
 from hpcasync.cli.main import main
+from hpcasync.engines.sim.checkpoint import capture
 from hpcasync.engines.sim.runner import simulate
 from hpcasync.errors import UserError
+from hpcasync.results.reader import open_run
 from hpcasync.results.schema import EVALUATION_NAMES, UPDATE_NAMES
 from tests.conftest import make_config
 
@@ -171,11 +173,20 @@ def test_resume_refusals(interrupted: Path, tmp_path: Path, capsys) -> None:
     assert "the run is complete; nothing to resume" in capsys.readouterr().err
 
 
-def test_an_algorithm_that_cannot_resume_is_refused(tmp_path: Path, monkeypatch) -> None:
+def test_an_algorithm_that_cannot_resume_stops_without_a_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """Stopped like any run (files closed, marked interrupted, rows kept) but no checkpoint is written, and
+    a checkpoint of it could not be captured either."""
     monkeypatch.setattr(algorithms.get("adsgd"), "resumable", False)
     out = tmp_path / "run"
+    sim = simulate(config("adsgd", budget={"time": 200.0}), out, interrupt_at_events=400)
+    assert sim.interrupted and sim.checkpoint_path is None
+    assert not (out / "checkpoint").exists() or not any((out / "checkpoint").iterdir())
+    run = open_run(out)
+    assert not run.complete and all(a["iteration"].size > 0 for a in run.agents())
+    with h5py.File(out / "run.h5", "r") as f:
+        assert f.attrs["interrupted"]
     with pytest.raises(UserError, match=r"algorithm adsgd: cannot be checkpointed \(resumable = False\)"):
-        simulate(config("adsgd"), out, interrupt_at_events=30)
+        capture(sim)
 
 
 # -- the command line: SIGTERM / SIGUSR1 to `hpcasync simulate`, then --resume ---------------------------

@@ -81,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    if sim.interrupted and sim.checkpoint_path is None:
+        print(f"hpcasync simulate: interrupted by {sim.interrupted} at t={sim.now:.2f}; files closed, marked "
+              f"complete = false; no checkpoint: algorithm {cfg.algorithm.name} cannot resume "
+              f"(resumable = False)", file=sys.stderr)
+        return 128 + stops[0] if stops else 1
     if sim.interrupted:
         print(f"hpcasync simulate: interrupted by {sim.interrupted} at t={sim.now:.2f}; checkpoint "
               f"{sim.checkpoint_path} written in {sim.checkpoint_s:.2f} s; continue with: "

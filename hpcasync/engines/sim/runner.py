@@ -165,6 +165,9 @@ def _checkpoint(sim: Simulator, cfg: Config, path: Path, run: RunWriter, writers
     t0 = time.perf_counter()
     for w in [*writers, run]:
         w.set_final_attrs(interrupted=sim.interrupted)
+    if not all(type(a).resumable for a in sim.agents):  # stopped all the same, without a checkpoint
+        close_writers([*writers, run], complete=False)
+        return
     state = capture(sim)
     state["rows"] = {"run": run.rows, "agents": [w.rows for w in writers]}
     close_writers([*writers, run], complete=False)
