@@ -8,8 +8,12 @@ mpi4py initialises a singleton MPI world of size 1).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pytest
 from mpi4py import MPI
@@ -55,3 +59,23 @@ def mpi_progress() -> Callable[[MPI.Comm], AbstractContextManager[progress.Progr
             progress.stop(thread)
 
     return run
+
+
+@pytest.fixture
+def out_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """One temporary run directory shared by all ranks (made by rank 0, removed after the test)."""
+    comm = MPI.COMM_WORLD
+    path = Path(tempfile.mkdtemp(prefix=f"hpcasync-{request.module.__name__.rsplit('.', 1)[-1]}-")) \
+        if comm.rank == 0 else None
+    path = comm.bcast(path)
+    yield path
+    comm.Barrier()
+    if comm.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sleeping_barrier(comm: MPI.Comm) -> None:
+    """A barrier that sleeps while it waits: a spinning one would steal the core of a rank that computes."""
+    req = comm.Ibarrier()
+    while not req.Test():
+        time.sleep(1e-3)

@@ -11,7 +11,6 @@ that sum by whole models, far above rounding.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,6 @@ from tests.mpi.test_engine import _all_ok, _config
 
 pytestmark = pytest.mark.timeout(120)
 
-
-@pytest.fixture
-def out_dir() -> Iterator[Path]:
-    import shutil
-    import tempfile
-
-    comm = MPI.COMM_WORLD
-    path = Path(tempfile.mkdtemp(prefix="hpcasync-adpsgd-")) if comm.rank == 0 else None
-    path = comm.bcast(path)
-    yield path
-    comm.Barrier()
-    if comm.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class _Recording:

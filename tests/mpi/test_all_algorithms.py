@@ -11,8 +11,6 @@ oversubscribed machine). A gradient budget means the same in both engines.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from mpi4py import MPI
 from hpcasync import algorithms
 from hpcasync.engines.mpi.runner import run_rank
 from hpcasync.engines.sim.runner import build_simulator
+from tests.mpi.conftest import sleeping_barrier
 from tests.mpi.test_engine import _all_ok, _config
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,24 +41,6 @@ PACED = {"model": "constant", "compute_mean": 1.0, "comm_mean": 0.1}
 ALPHA = {"rfast": 0.2}
 
 
-@pytest.fixture
-def out_dir() -> Iterator[Path]:
-    import shutil
-    import tempfile
-
-    comm = MPI.COMM_WORLD
-    path = Path(tempfile.mkdtemp(prefix="hpcasync-all-")) if comm.rank == 0 else None
-    path = comm.bcast(path)
-    yield path
-    comm.Barrier()
-    if comm.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _sleeping_barrier(comm: MPI.Comm) -> None:
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(1e-3)
 
 
 def _check(engine: str, first: float, last: float, models: list[np.ndarray]) -> str | None:
@@ -101,5 +82,5 @@ def test_algorithm_runs_on_both_engines(out_dir: Path, algorithm: str) -> None:
         error = _check("sim", ev[0]["train_loss"], ev[-1]["train_loss"], [a.model for a in sim.agents])
         if error is None and sim.gradients < STEPS * n:
             error = f"sim: {sim.gradients} gradients for a budget of {STEPS * n}"
-    _sleeping_barrier(comm)
+    sleeping_barrier(comm)
     _all_ok(comm, error)

@@ -15,7 +15,6 @@ from mpi4py import MPI
 
 from hpcasync.algorithms.dasgd import DASGD
 from hpcasync.engines.mpi.runner import run_rank
-from tests.mpi.test_all_algorithms import out_dir  # noqa: F401 - fixture
 from tests.mpi.test_engine import _all_ok, _config
 
 pytestmark = pytest.mark.timeout(120)

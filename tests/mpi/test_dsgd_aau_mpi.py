@@ -13,7 +13,6 @@ import pytest
 from mpi4py import MPI
 
 from hpcasync.engines.mpi.runner import run_rank
-from tests.mpi.test_all_algorithms import out_dir  # noqa: F401 - fixture
 from tests.mpi.test_engine import _all_ok, _config
 
 pytestmark = pytest.mark.timeout(180)

@@ -9,11 +9,8 @@ rank waiting in a collective; an error inside a run aborts the whole job.
 from __future__ import annotations
 
 import math
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +45,6 @@ def _config(n: int, **sections: dict[str, Any]) -> Config:
         raw.setdefault(name, {}).update(fields)
     return from_dict(raw, source="test")
 
-
-@pytest.fixture
-def out_dir() -> Iterator[Path]:
-    """One temporary run directory shared by all ranks."""
-    comm = MPI.COMM_WORLD
-    path = Path(tempfile.mkdtemp(prefix="hpcasync-mpi-")) if comm.rank == 0 else None
-    path = comm.bcast(path)
-    yield path
-    comm.Barrier()
-    if comm.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _all_ok(comm: MPI.Comm, error: str | None) -> None:

@@ -7,9 +7,6 @@ no torch; the engine tests skip without it.
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -114,16 +111,6 @@ def test_board_and_pairs_float32() -> None:
         comm.Barrier()
     _all_ok(comm, error)
 
-
-@pytest.fixture
-def out_dir() -> Iterator[Path]:
-    comm = MPI.COMM_WORLD
-    path = Path(tempfile.mkdtemp(prefix="hpcasync-f32-")) if comm.rank == 0 else None
-    path = comm.bcast(path)
-    yield path
-    comm.Barrier()
-    if comm.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @needs_torch

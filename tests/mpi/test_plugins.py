@@ -17,7 +17,7 @@ from hpcasync.engines.mpi.runner import run_rank
 from hpcasync.engines.mpi.world import SetupError
 from hpcasync.engines.sim.runner import build_simulator
 from hpcasync.results.reader import open_run
-from tests.mpi.test_all_algorithms import _sleeping_barrier, out_dir  # noqa: F401 - fixture
+from tests.mpi.conftest import sleeping_barrier
 from tests.mpi.test_engine import _all_ok, _config
 
 PLUGINS = str(Path(__file__).resolve().parents[1] / "plugins")
@@ -58,7 +58,7 @@ def test_plugin_algorithm_and_problem_on_mpi(out_dir: Path) -> None:  # noqa: F8
         gap = float(np.linalg.norm(sim.average_model() - x_star) / np.linalg.norm(x_star))
         if not gap < 0.1:
             error = f"sim: |mean x - x*| / |x*| = {gap:.3g}"
-    _sleeping_barrier(comm)
+    sleeping_barrier(comm)
     _all_ok(comm, error)
 
 

@@ -12,7 +12,6 @@ import pytest
 from mpi4py import MPI
 
 import hpcasync
-from tests.mpi.test_all_algorithms import out_dir  # noqa: F401 - fixture
 from tests.mpi.test_engine import _all_ok
 
 pytestmark = pytest.mark.timeout(120)

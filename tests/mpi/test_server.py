@@ -6,10 +6,7 @@ checked on every rank, so a failure never leaves a rank waiting in a collective.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +20,13 @@ from hpcasync.engines.mpi.runner import run_rank
 from hpcasync.engines.mpi.server import ServerWindow
 from hpcasync.kernels import axpy
 from hpcasync.results.reader import open_run
+from tests.mpi.conftest import sleeping_barrier
 from tests.mpi.test_engine import _all_ok
 from tests.server_checks import lsq_sections, lsq_smoothness, tau_errors
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def out_dir() -> Iterator[Path]:
-    comm = MPI.COMM_WORLD
-    path = Path(tempfile.mkdtemp(prefix="hpcasync-server-")) if comm.rank == 0 else None
-    path = comm.bcast(path)
-    yield path
-    comm.Barrier()
-    if comm.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _sleeping_barrier(comm: MPI.Comm) -> None:
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(1e-3)
 
 
 def _sub(comm: MPI.Comm, size: int) -> MPI.Comm | None:
@@ -122,7 +105,7 @@ def test_one_worker_without_delay_is_plain_sgd(out_dir: Path, algorithm: str) ->
         elif not np.array_equal(res.agent.model, x):
             error = f"final model differs from SGD's by {np.abs(res.agent.model - x).max()}"
         sub.Free()
-    _sleeping_barrier(comm)
+    sleeping_barrier(comm)
     _all_ok(comm, error)
 
 
@@ -182,5 +165,5 @@ def test_adaptive_step_converges_where_the_constant_one_diverges(out_dir: Path) 
             elif not final["adaptive"] < 1e-3 * first["adaptive"]:
                 error = f"adaptive step did not converge: {first['adaptive']} -> {final['adaptive']}, max tau {taus}"
         sub.Free()
-    _sleeping_barrier(comm)
+    sleeping_barrier(comm)
     _all_ok(comm, error)
