@@ -30,10 +30,11 @@ endif
 VENV_OMPI := .venv-openmpi
 VENV_SYS  := .venv-system-mpi
 MPI_SUITE := -m pytest -q --with-mpi -p no:cacheprovider tests/mpi
-# the network path (what ranks on different nodes take): no shared-memory transport, TCP over loopback;
+# the network path (what ranks on different nodes take): no shared-memory transport, TCP over loopback, and
+# the raw-window tests with the progress thread a run gets there from mpi.progress = "auto" (doctor's table);
 # Open MPI: the one-sided traffic too (osc sm is shared memory itself; osc rdma then runs over btl tcp)
-NOLOCAL_MPICH := MPIR_CVAR_NOLOCAL=1
-NOLOCAL_OMPI  := OMPI_MCA_btl=self,tcp OMPI_MCA_pml=ob1 OMPI_MCA_osc=^sm,ucx OMPI_MCA_btl_tcp_if_include=lo
+NOLOCAL_MPICH := MPIR_CVAR_NOLOCAL=1 HPCASYNC_TEST_PROGRESS=thread
+NOLOCAL_OMPI  := HPCASYNC_TEST_PROGRESS=thread OMPI_MCA_btl=self,tcp OMPI_MCA_pml=ob1 OMPI_MCA_osc=^sm,ucx OMPI_MCA_btl_tcp_if_include=lo
 # `timed LABEL CMD...`: run CMD, then print how long it took (make test's budget is ~20 min)
 timed = t0=$$(date +%s); $(2) || exit $$?; echo "[time] $(1): $$(( $$(date +%s) - t0 )) s"
 

@@ -9,10 +9,10 @@ time each, the gradients the server applied per second; then the same for hpcasy
 server (``benchmarks/bench_server.py``, M ranks, no monitor).
 
 Ray is an optional benchmark dependency, never needed by the tests or the install: put it in a venv of
-its own (``python3 -m venv /tmp/venv-ray && /tmp/venv-ray/bin/pip install ray numpy``) and pass its
+its own (``python3 -m venv .venv-ray && .venv-ray/bin/pip install ray numpy``) and pass its
 interpreter with ``--ray-python``. Without one the Ray column is skipped with a note.
 
-Run: ``.venv/bin/python benchmarks/bench_vs_ray.py --ray-python /tmp/venv-ray/bin/python [--seconds 5]``;
+Run: ``.venv/bin/python benchmarks/bench_vs_ray.py --ray-python .venv-ray/bin/python [--seconds 5]``;
 writes benchmarks/results/server_vs_ray.json and prints a Markdown table.
 """
 

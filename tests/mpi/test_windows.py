@@ -136,9 +136,12 @@ def test_initial_model_before_any_publication() -> None:
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("atomic_words", [False, True])
-def test_no_torn_reads_single_writer(atomic_words: bool) -> None:
+def test_no_torn_reads_single_writer(atomic_words: bool, mpi_progress: Any) -> None:
     """Writer 2k publishes at full rate to reader 2k+1, whose every read must be one model
-    (sequence words read with plain loads, the default, or with MPI atomics)."""
+    (sequence words read with plain loads, the default, or with MPI atomics). With plain loads the
+    reader makes no MPI call while it spins: where the MPI needs the target's progress for a Put to
+    land (the network path) it waits "computing", as a worker does, so ``make test-network``'s
+    progress thread (``HPCASYNC_TEST_PROGRESS=thread``) can complete the writer's Puts."""
     comm = MPI.COMM_WORLD
     r, n = comm.rank, comm.size
     dim, models = 20_000, 3000
@@ -150,7 +153,7 @@ def test_no_torn_reads_single_writer(atomic_words: bool) -> None:
 
     error = None
     reads = 0
-    with ModelSlots(comm, dim, in_nb, out_nb, atomic_words=atomic_words) as slots:
+    with ModelSlots(comm, dim, in_nb, out_nb, atomic_words=atomic_words) as slots, mpi_progress(comm):
         comm.Barrier()
         if writer:
             x = np.empty(dim)
@@ -176,6 +179,9 @@ def test_no_torn_reads_single_writer(atomic_words: bool) -> None:
                     error = f"torn read: version {v}, payload values {bad[:5]}"
                 elif time.monotonic() > deadline:
                     error = f"reader saw only model {v} of {models} within 60 s"
+                elif v == last and reads % 64 == 0:
+                    with progress.computing():
+                        time.sleep(5e-5)
                 last = v
         stats = (slots.reads, slots.retries)
     _report(comm, f"reader: {reads} reads, {stats[1]} retries" if reader else "")
