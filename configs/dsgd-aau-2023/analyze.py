@@ -2,7 +2,7 @@
 
     python configs/dsgd-aau-2023/analyze.py runs/dsgd-aau-2023 --out docs/figures [--at 1000] [--target 0.8]
 
-Writes dsgd_aau_2023.md (the tables) and dsgd_aau_2023_{loss_time,loss_iter,speedup}.png. Every metric is
+Writes NAME.md (the tables) and NAME_{loss_time,loss_iter,speedup}.png (--name, default dsgd_aau_2023). Every metric is
 of the average model (docs/design.md). Runs that differ only in run.seed are replicates: mean ± std.
 """
 
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--at", type=float, default=300.0, help="fixed time of the accuracy table")
     ap.add_argument("--loss-at", type=float, default=1000.0, help="fixed time of the training-loss table")
     ap.add_argument("--target", type=float, default=2.0, help="training loss of the speedup table")
+    ap.add_argument("--name", default="dsgd_aau_2023", help="stem of the files written")
     ap.add_argument("--plot-n", type=int, default=128, help="n of the loss curves")
     args = ap.parse_args()
     groups = load(args.dirs)
@@ -133,7 +134,7 @@ def main() -> None:
 
     md += ["", "Simulator cost: µs per event / wall seconds per run (one core):", ""]
     md += table(groups, ns, algos, cost)
-    (out / "dsgd_aau_2023.md").write_text("\n".join(md) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
     n = args.plot_n if any(k[1] == args.plot_n for k in groups) else ns[-1]
@@ -150,7 +151,7 @@ def main() -> None:
         ax.set_title(f"{n} workers, random stragglers, 2 classes/worker", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / f"dsgd_aau_2023_{fname}.png")
+        fig.savefig(out / f"{args.name}_{fname}.png")
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=100)
     for a in algos:
@@ -166,7 +167,7 @@ def main() -> None:
     ax.set_title("▲: lower bound (DSGD did not get there in its budget)", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "dsgd_aau_2023_speedup.png")
+    fig.savefig(out / f"{args.name}_speedup.png")
     plt.close(fig)
 
 

@@ -11,3 +11,7 @@ for n in 32 64 128 256; do
 done
 # analysis (tables + figures):
 $PY $D/analyze.py runs/dsgd-aau-2023 --out docs/figures
+# step-size ablation (alpha = 0.1, the paper's eta_0), 64 and 128 workers:
+$HP sweep $D/alpha.toml --no-report
+$HP sweep $D/alpha_adpsgd.toml --no-report
+$PY $D/analyze.py runs/dsgd-aau-2023-alpha --out docs/figures --name dsgd_aau_2023_alpha0.1 --at 100 --loss-at 500 --target 1.0
