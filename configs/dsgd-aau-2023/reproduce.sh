@@ -15,3 +15,4 @@ $PY $D/analyze.py runs/dsgd-aau-2023 --out docs/figures
 $HP sweep $D/alpha.toml --no-report
 $HP sweep $D/alpha_adpsgd.toml --no-report
 $PY $D/analyze.py runs/dsgd-aau-2023-alpha --out docs/figures --name dsgd_aau_2023_alpha0.1 --at 100 --loss-at 500 --target 1.0
+rm -f docs/figures/dsgd_aau_2023_alpha0.1_loss_time.png docs/figures/dsgd_aau_2023_alpha0.1_speedup.png  # only loss_iter is shown
