@@ -68,6 +68,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import traceback
@@ -318,6 +319,9 @@ def _sigint_deferred() -> Iterator[None]:
     ``submit``: interrupted half-way, the pool would not know a worker it forked (an orphan). Another
     thread (tqdm's monitor) may receive the signal, so Python's handler is replaced too, not only the
     main thread's mask; the mask is what a forked worker inherits until :func:`_worker_init`."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
     got: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

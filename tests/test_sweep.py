@@ -376,3 +376,35 @@ def test_ctrl_c_with_an_idle_worker_prints_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "hpcasync sweep: interrupted", err
     runs = {p.parent.name: open_run(p.parent) for p in out.glob("*/run.h5")}
     assert sorted(r.complete for r in runs.values()) == [False, True], err
+
+
+def test_a_parallel_sweep_runs_from_a_thread(tmp_path: Path) -> None:
+    """Only the main thread may install signal handlers: a sweep started from another thread (a notebook's
+    worker, a GUI) must not try to."""
+    import threading
+
+    (tmp_path / "base.toml").write_text(BASE)
+    (tmp_path / "s.toml").write_text(textwrap.dedent(f"""\
+        [base]
+        config = "base.toml"
+        [sweep]
+        "run.seed" = [1, 2]
+        [sweep.options]
+        name = "s{{run.seed}}"
+        out = "{tmp_path / 'out'}"
+        jobs = 2
+        """))
+    result: dict[str, object] = {}
+
+    def go() -> None:
+        try:
+            result["sweep"] = run_sweep(load_sweep(tmp_path / "s.toml"), echo=lambda s: None, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = exc
+
+    t = threading.Thread(target=go)
+    t.start()
+    t.join(timeout=120)
+    assert "error" not in result, result.get("error")
+    sweep = result["sweep"]
+    assert len(sweep.done) == 2 and not sweep.failed  # type: ignore[attr-defined]
