@@ -174,10 +174,10 @@ class ShuffledTransport(Transport):
         self.bytes_sent = self.messages_sent = 0
 
     def push_model(self, v: np.ndarray) -> None:
-        raise NotImplementedError
+        raise AssertionError("agp sends deltas only: push_model must not be called")
 
     def latest_models(self) -> np.ndarray:
-        raise NotImplementedError
+        raise AssertionError("agp sends deltas only: latest_models must not be called")
 
     def push_delta(self, j: int, delta: np.ndarray, scale: float = 1.0) -> None:
         self.pool.append((j, scale * delta))

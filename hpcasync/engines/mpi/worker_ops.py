@@ -6,7 +6,7 @@ flood waits of DASGD and DSGD-AAU. Every wait sleeps with a back-off and checks 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mpi4py import MPI
@@ -44,20 +44,16 @@ class WorkerOps:
     setup: Any
     _await_sleep: float
 
-    def now(self) -> float:  # pragma: no cover - the Worker's
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the host class's methods these handlers call
+        def now(self) -> float: ...
 
-    def _signals(self) -> None:  # pragma: no cover - the Worker's
-        raise NotImplementedError
+        def _signals(self) -> None: ...
 
-    def _sleep_until(self, until: float, check_stop: bool) -> bool:  # pragma: no cover - the Worker's
-        raise NotImplementedError
+        def _sleep_until(self, until: float, check_stop: bool) -> bool: ...
 
-    def _delay_until(self, ready: float) -> None:  # pragma: no cover - the Worker's
-        raise NotImplementedError
+        def _delay_until(self, ready: float) -> None: ...
 
-    def _async_stop(self, now: float, adding: int = 0) -> bool:  # pragma: no cover - the Worker's
-        raise NotImplementedError
+        def _async_stop(self, now: float, adding: int = 0) -> bool: ...
 
     def _wait(self, reqs: list[MPI.Request]) -> None:
         start = self.now()
