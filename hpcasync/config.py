@@ -61,6 +61,8 @@ class AlgorithmSection:
     reduce: str = "sum"  # sum | mean
     # dasgd: compute only while fewer than this many own gradients ahead of every origin's applied (0: no bound)
     max_staleness: int = 16
+    # prague: workers per Partial All-Reduce group (Luo et al. 2020)
+    group_size: int = 3
 
 
 @dataclass

@@ -59,6 +59,7 @@ RANGES: dict[str, Range] = {
     "algorithm.step_cap": _ge(1),
     "algorithm.smoothness": _NON_NEGATIVE,  # and > 0 for step_rule = "theorem"
     "algorithm.max_staleness": _NON_NEGATIVE,
+    "algorithm.group_size": _ge(2),
     "topology.n": _AT_LEAST_ONE,
     "topology.degree": _AT_LEAST_ONE,
     "topology.seed": _SEED,

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from hpcasync.results.metrics import smooth_centered, time_to_target  # noqa: E402
 from hpcasync.results.reader import find_runs, open_run  # noqa: E402
 
-ORDER = ["agp", "adpsgd", "dsgd", "adsgd", "dsgd-aau"]
+ORDER = ["agp", "adpsgd", "prague", "dsgd", "adsgd", "dsgd-aau"]
 SMOOTH = 5  # evaluations averaged (centred) before reading accuracies: the 360-image test set is noisy
 
 

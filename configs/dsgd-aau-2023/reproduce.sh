@@ -8,6 +8,7 @@ D=configs/dsgd-aau-2023
 for n in 32 64 128 256; do
     $HP sweep $D/sweep.toml --only "*-n$n-*" --no-report
     $HP sweep $D/adpsgd.toml --only "*-n$n-*" --no-report
+    $HP sweep $D/prague.toml --only "*-n$n-*" --no-report
 done
 # analysis (tables + figures):
 $PY $D/analyze.py runs/dsgd-aau-2023 --out docs/figures

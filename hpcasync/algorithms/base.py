@@ -194,6 +194,7 @@ FEATURES: dict[str, str] = {
     "server": "server_step / read_server (a parameter server's x and version k; atomic or lock-free steps)",
     "wait_arrival": "wait_arrival (block until a model, delta or flooded item lands)",
     "flood": "flood / flooded / wait_flooded (items flooded to every agent exactly once, per-origin FIFO)",
+    "group_average": "group_average (Prague's group generator and partial all-reduce in non-overlapping groups)",
 }
 
 

@@ -122,6 +122,21 @@ class WaitArrival(Op):
     Pathsearch waits so for some neighbour's update or an edge announcement)."""
 
 
+@dataclass
+class GroupAverage(Op):
+    """Prague's Partial All-Reduce (Luo et al. 2020 §4): ask the group generator for a group, wait until
+    every member has asked too, then ``v`` ← the mean of the members' ``v`` (in place).
+
+    The generator puts the caller into the group it was drafted into, if any; else it drafts the first
+    ``size`` − 1 workers of ``order`` (the caller's random permutation of the workers) that are in no
+    pending group, so groups never overlap. The answer is the sorted tuple of members (the caller alone,
+    with nothing averaged, when no other worker was free)."""
+
+    v: np.ndarray
+    order: np.ndarray
+    size: int
+
+
 OpGenerator = Generator[Op, Any, Any]
 
 
@@ -171,6 +186,10 @@ class Transport(abc.ABC):
                     atomic: bool = True) -> Generator[Op, Any, tuple[int, int]]:
         """Apply ``g`` at the parameter server (see :class:`ServerStep`); ``out`` ← the new x; returns (k, τ)."""
         return (yield ServerStep(g, version, rule, out, atomic))
+
+    def group_average(self, v: np.ndarray, order: np.ndarray, size: int) -> Generator[Op, Any, tuple[int, ...]]:
+        """Partial all-reduce in a group of at most ``size`` workers (Prague, see :class:`GroupAverage`)."""
+        return (yield GroupAverage(v, order, size))
 
     def settle(self) -> Generator[Op, Any, None]:
         """Let the messages due at this instant land (zero time, see :class:`Settle`)."""

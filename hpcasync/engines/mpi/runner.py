@@ -61,6 +61,7 @@ from hpcasync.config import Config
 from hpcasync.engines.mpi import checkpoint as mpi_checkpoint
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
+from hpcasync.engines.mpi.groups import open_groups
 from hpcasync.engines.mpi.monitor import run_monitor
 from hpcasync.engines.mpi.rank_setup import (
     RankResult,
@@ -152,6 +153,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
             agent.x = transport.pairs.x  # the agent's model is its window of live models (pairs.py)
         board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0)
         transport.server = open_server(setup, comm)  # async-sgd, hogwild: x on rank 0 (server.py)
+        transport.groups = open_groups(world.workers, type(agent), setup.x0, setup.cfg.algorithm)  # prague
         progress = progress_mod.start(setup.cfg.mpi.progress, comm)  # stopped before any window is freed
         w = Worker(setup, world, writer, transport, board)
         if run_writer is not None:  # rank 0 of a job without a monitor reports the live status
@@ -177,6 +179,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         w.loop()
         # -- end of run ---------------------------------------------------------------------
         transport.outbox.flush()
+        if transport.groups is not None:
+            transport.groups.leave(agent.x)  # no member of a group left waiting for this rank
         wall = w.now()
         if w.status is not None:
             w.status.close()
@@ -227,6 +231,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
     board.free()
     if transport.server is not None:
         transport.server.free()
+    if transport.groups is not None:
+        transport.groups.free()
     transport.free()
     if transport.pairs is not None:
         agent.x = transport.pairs.x  # a private copy of the final model once the window is freed

@@ -72,6 +72,7 @@ from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
 from hpcasync.kernels import adsgd_step, adsgd_step_rows
 
 if TYPE_CHECKING:
+    from hpcasync.engines.mpi.groups import GroupWindow
     from hpcasync.engines.mpi.server import ServerWindow
 
 NEVER = 2**62  # "no stop round agreed yet"
@@ -113,9 +114,11 @@ class MpiTransport(Collectives, FloodTransport, Transport):
 
     # no control channel yet: send_small / poll_small are simulator-only
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier", "pair_average",
-                          "await_deltas", "server", "flood", "wait_arrival"})
+                          "await_deltas", "server", "flood", "wait_arrival", "group_average"})
     #: the parameter server's window (async-sgd, hogwild; ``server.py``), set by the runner
     server: ServerWindow | None = None
+    #: Prague's group generator (``groups.py``), set by the runner
+    groups: GroupWindow | None = None
 
     def __init__(self, comm: MPI.Comm, *, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray, payload: str, synchronous: bool, iteration: Callable[[], int],
@@ -193,7 +196,8 @@ class MpiTransport(Collectives, FloodTransport, Transport):
             b += self.pairs.bytes_sent
         if self.flood_channel is not None:
             b += self.flood_channel.bytes_sent
-        return b + (0 if self.server is None else self.server.bytes_sent)
+        return (b + (0 if self.server is None else self.server.bytes_sent)
+                + (0 if self.groups is None else self.groups.bytes_sent))
 
     @property
     def messages_sent(self) -> int:  # type: ignore[override]
@@ -206,7 +210,8 @@ class MpiTransport(Collectives, FloodTransport, Transport):
             m += self.pairs.messages_sent
         if self.flood_channel is not None:
             m += self.flood_channel.messages_sent
-        return m + (0 if self.server is None else self.server.messages_sent)
+        return (m + (0 if self.server is None else self.server.messages_sent)
+                + (0 if self.groups is None else self.groups.messages_sent))
 
     @property
     def slot_retries(self) -> int:

@@ -18,6 +18,7 @@ from hpcasync.algorithms.transport import (
     AwaitDeltas,
     Barrier,
     Compute,
+    GroupAverage,
     NeighborExchange,
     PairAverage,
     ServerStep,
@@ -322,6 +323,10 @@ class Worker(WorkerOps):
                     value = None
                 elif kind is ServerStep:
                     value = self._server_step(op)
+                elif kind is GroupAverage:
+                    value = self._group_average(op)
+                    if value is None:
+                        break
                 elif kind is Settle:  # what has landed is in the windows already
                     value = None
                 elif kind is WaitFlooded or kind is WaitArrival:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from hpcasync.algorithms.transport import ServerStep
+from hpcasync.algorithms.transport import GroupAverage, ServerStep
+from hpcasync.engines.mpi.groups import sleep_backoff
 from hpcasync.engines.mpi.messages import wait_arrival
 from hpcasync.engines.mpi.rank_setup import check_stop as check_stop_signal
 from hpcasync.engines.mpi.transport import MpiTransport
@@ -142,6 +143,30 @@ class WorkerOps:
         if self.delays_on:
             self._delay_until(self.now() + self.delays.comm(self.rank) * self.unit)
         return result
+
+    def _group_average(self, op: GroupAverage) -> tuple[int, ...] | None:
+        """Prague's P-Reduce (groups.py): find or form the group, then (its model travelling one sample of
+        this rank's communication delay, as in the simulator) average; None if the run stops meanwhile
+        (the runner's ``leave`` completes the group)."""
+        groups = self.t.groups
+        assert groups is not None
+        start = self.now()
+        t0 = time.perf_counter()
+        members = groups.request(op.order)
+        self.t.comm_s += time.perf_counter() - t0
+        if len(members) > 1:
+            if self.delays_on:
+                self._delay_until(self.now() + self.delays.comm(self.rank) * self.unit)
+            groups.start(op.v)
+            sleep = AWAIT_SLEEP_S[0]
+            while not groups.test():
+                if self._stop_now():
+                    self.idle_s += self.now() - start
+                    return None
+                sleep = sleep_backoff(sleep)
+            members = groups.finish(op.v)
+        self.idle_s += self.now() - start
+        return members
 
     def _wait_flooded(self) -> bool:
         """DASGD's staleness bound: poll (short sleeps) until a flooded item waits; False at the budget."""

@@ -38,6 +38,7 @@ from hpcasync.algorithms.transport import (
     AwaitDeltas,
     Barrier,
     Compute,
+    GroupAverage,
     NeighborExchange,
     PairAverage,
     ServerStep,
@@ -47,8 +48,9 @@ from hpcasync.algorithms.transport import (
 )
 from hpcasync.delays import DelayModel
 from hpcasync.engines.evaluation import evaluate_average
-from hpcasync.engines.sim.events import DELIVER, EVAL, PAIR, PRIORITY, RESUME, SERVE, SETTLED
+from hpcasync.engines.sim.events import DELIVER, EVAL, GROUP, PAIR, PRIORITY, RESUME, SERVE, SETTLED
 from hpcasync.engines.sim.exchanges import Exchange, ExchangeOps
+from hpcasync.engines.sim.groups import GroupOps
 from hpcasync.engines.sim.server import SimServer
 from hpcasync.engines.sim.transport import Packet, SimTransport
 from hpcasync.kernels import mean_rows_into
@@ -76,7 +78,7 @@ class AgentClock:
     last_grad_norm: float = float("nan")
 
 
-class Simulator(ExchangeOps):
+class Simulator(ExchangeOps, GroupOps):
     """Runs ``agents`` over ``topology`` with delays from ``delays`` on a virtual clock."""
 
     def __init__(self, agents: list[Algorithm], oracles: list[Oracle], topology: Topology,
@@ -127,6 +129,7 @@ class Simulator(ExchangeOps):
         self._pair_busy = [False] * self.n
         self._pair_queue: list[tuple[int, int, np.ndarray]] = []
         self._awaiting: set[int] = set()  # agents blocked in AwaitDeltas
+        self._init_groups()  # Prague's pending groups (groups.py)
         self._mean = np.empty_like(agents[0].x)
         self._wall0 = time.perf_counter()
         self.evaluations: list[dict[str, float]] = []
@@ -172,6 +175,8 @@ class Simulator(ExchangeOps):
                 self._serve(a, b)
             elif kind == SETTLED:
                 self._resume(a, None)
+            elif kind == GROUP:
+                self._finish_group(b)
             else:
                 self._evaluate()
                 if self.now + self.eval_interval <= self.budget_time:
@@ -198,6 +203,9 @@ class Simulator(ExchangeOps):
             elif kind == PAIR:
                 self.now = max(self.now, t)
                 self._finish_pair(a, *b)
+            elif kind == GROUP:  # a P-Reduce under way completes (its members have stopped)
+                self.now = max(self.now, t)
+                self._finish_group(b)
             elif kind == SERVE:  # a gradient on its way to the server is applied; nobody resumes
                 self.now = max(self.now, t)
                 assert self.server is not None
@@ -220,6 +228,8 @@ class Simulator(ExchangeOps):
             self._collective(i, None)
         elif kind is PairAverage:
             self._pair_request(i, op.peer, op.v)
+        elif kind is GroupAverage:
+            self._group_request(i, op)
         elif kind is AwaitDeltas:
             self._block(i)
             if self.transports[i].fresh:

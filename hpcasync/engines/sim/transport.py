@@ -49,7 +49,8 @@ class SimTransport(Transport):
     """Agent ``rank``'s endpoint in a simulator (``engine.Simulator``)."""
 
     features = frozenset({"push_model", "push_delta", "allreduce", "neighbor_exchange", "barrier",
-                          "pair_average", "send_small", "await_deltas", "server", "flood", "wait_arrival"})
+                          "pair_average", "send_small", "await_deltas", "server", "flood", "wait_arrival",
+                          "group_average"})
 
     def __init__(self, sim: AgentHost, rank: int, in_neighbors: list[int], out_neighbors: list[int],
                  x0: np.ndarray, payload: str) -> None:
