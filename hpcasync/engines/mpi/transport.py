@@ -68,6 +68,7 @@ from hpcasync.engines.mpi.dtypes import model_dtype
 from hpcasync.engines.mpi.messages import FloodChannel, FloodTransport
 from hpcasync.engines.mpi.outbox import Outbox
 from hpcasync.engines.mpi.pairs import PairWindow
+from hpcasync.engines.mpi.shared_slots import SharedSlots, node_comm
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
 from hpcasync.kernels import adsgd_step, adsgd_step_rows
 
@@ -83,6 +84,22 @@ class _NumberedSlots(ModelSlots):
     def publish_as(self, x: np.ndarray, number: int) -> int:
         self.published = max(int(number), self.published + 1) - 1
         return self.publish(x)
+
+
+class _NumberedSharedSlots(_NumberedSlots, SharedSlots):
+    """The same on shared memory (same-node pushes are plain stores, shared_slots.py)."""
+
+
+def _slots_class(comm: MPI.Comm, shared_memory: str) -> type[_NumberedSlots]:
+    """``mpi.shared_memory``: "auto" uses shared memory when some rank shares its node with another."""
+    if shared_memory == "off":
+        return _NumberedSlots
+    node = node_comm(comm)
+    try:
+        shared = comm.allreduce(node.Get_size() > 1, op=MPI.LOR)
+    finally:
+        node.Free()
+    return _NumberedSharedSlots if shared else _NumberedSlots
 
 
 class MpiTransport(Collectives, FloodTransport, Transport):
@@ -109,6 +126,9 @@ class MpiTransport(Collectives, FloodTransport, Transport):
     (measured: RFAST on 4 ranks / 2 cores converged markedly slower). MPICH
     used to do this as a side effect of the ``Flush`` of its word fetches
     under ``MPI_THREAD_MULTIPLE``; those are plain loads now.
+    ``shared_memory`` (``mpi.shared_memory``): "auto" puts the model slots in
+    MPI-3 shared memory, same-node pushes being plain stores
+    (:class:`~hpcasync.engines.mpi.shared_slots.SharedSlots`); "off": RMA only.
     """
 
     # no control channel yet: send_small / poll_small are simulator-only
@@ -122,7 +142,7 @@ class MpiTransport(Collectives, FloodTransport, Transport):
                  comm_delay: Callable[[], float] | None = None, delta_target: np.ndarray | None = None,
                  message0: np.ndarray | None = None, clock: Callable[[], float] = time.perf_counter,
                  pair_model: np.ndarray | None = None, pair_active: bool = True,
-                 yield_before_read: bool = False, flood: bool = False) -> None:
+                 yield_before_read: bool = False, flood: bool = False, shared_memory: str = "auto") -> None:
         self.comm = comm
         self.yield_before_read = bool(yield_before_read)
         self.rank = comm.Get_rank()
@@ -156,8 +176,9 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         self.redone_mixes = 0  # ... of which redone because a slot was overwritten meanwhile
         try:
             if payload == "model":
-                self.slots = _NumberedSlots(comm, self.message_dim, self.in_neighbors, self.out_neighbors,
-                                            x0=message0, dtype=self.dtype)
+                slots_class = _slots_class(comm, shared_memory)
+                self.slots = slots_class(comm, self.message_dim, self.in_neighbors, self.out_neighbors,
+                                         x0=message0, dtype=self.dtype)
                 if comm_delay is None and self.slots.common_x0:
                     # the initial model lies in every out-neighbour's window: "model 0" is pushed
                     self._pushed = message0
