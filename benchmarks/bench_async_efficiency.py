@@ -264,7 +264,8 @@ def main() -> None:
         "definition": "gradients/s of a rank running ADSGD (ring, no monitor) / gradients/s of the same rank "
                       "computing alone (local SGD, no communication), same injected computation delay; one job, "
                       "phases alone (seconds/2), ADSGD (seconds), alone (seconds/2), all ranks busy in each",
-        "thread_level": _thread_level(), "progress": args.progress, "shared_memory": args.shared_memory, "repeat": args.repeat,
+        "thread_level": _thread_level(), "progress": args.progress, "shared_memory": args.shared_memory,
+        "repeat": args.repeat,
         "seconds": args.seconds, "runs": commands, "results": results,
     }, args.out)
     print(f"wrote {path}")
