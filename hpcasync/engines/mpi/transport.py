@@ -68,6 +68,7 @@ from hpcasync.engines.mpi.dtypes import model_dtype
 from hpcasync.engines.mpi.messages import FloodChannel, FloodTransport
 from hpcasync.engines.mpi.outbox import Outbox
 from hpcasync.engines.mpi.pairs import PairWindow
+from hpcasync.engines.mpi.shared_deltas import SharedDeltas, all_on_one_node
 from hpcasync.engines.mpi.shared_slots import SharedSlots, node_comm
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
 from hpcasync.kernels import adsgd_step, adsgd_step_rows
@@ -128,7 +129,9 @@ class MpiTransport(Collectives, FloodTransport, Transport):
     under ``MPI_THREAD_MULTIPLE``; those are plain loads now.
     ``shared_memory`` (``mpi.shared_memory``): "auto" puts the model slots in
     MPI-3 shared memory, same-node pushes being plain stores
-    (:class:`~hpcasync.engines.mpi.shared_slots.SharedSlots`); "off": RMA only.
+    (:class:`~hpcasync.engines.mpi.shared_slots.SharedSlots`), and, when all
+    ranks share one node, Alg. 3's deltas in per-writer running sums
+    (:class:`~hpcasync.engines.mpi.shared_deltas.SharedDeltas`); "off": RMA only.
     """
 
     # no control channel yet: send_small / poll_small are simulator-only
@@ -162,7 +165,7 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         self._coll_messages = 0
         self.slots: _NumberedSlots | None = None
         self.trace: Any = None  # the rank's timing trace (engines/mpi/trace.py): immediate sends' time
-        self.acc: DeltaAccumulator | None = None
+        self.acc: DeltaAccumulator | SharedDeltas | None = None
         self.graph_comm: MPI.Comm | None = None
         self.pairs: PairWindow | None = None
         self.flood_channel: FloodChannel | None = None  # DASGD's gradients (messages.py)
@@ -185,8 +188,10 @@ class MpiTransport(Collectives, FloodTransport, Transport):
             elif payload == "delta":
                 initial = None if delta_target is None else np.array(delta_target, self.dtype)
                 # a delta has the message's length (push-sum: d + 1 or more, Algorithm.initial_message)
-                self.acc = DeltaAccumulator(comm, self.message_dim, self.out_neighbors, initial=initial,
-                                            dtype=self.dtype)
+                acc_class = (SharedDeltas if shared_memory != "off" and all_on_one_node(comm)
+                             else DeltaAccumulator)
+                self.acc = acc_class(comm, self.message_dim, self.out_neighbors, initial=initial,
+                                     dtype=self.dtype)
             if pair_model is not None:
                 self.pairs = PairWindow(comm, pair_model, self.out_neighbors, pair_active, clock=clock)
                 self.versions = self.pairs.versions  # updated in place by the exchanges
