@@ -68,39 +68,15 @@ from hpcasync.engines.mpi.dtypes import model_dtype
 from hpcasync.engines.mpi.messages import FloodChannel, FloodTransport
 from hpcasync.engines.mpi.outbox import Outbox
 from hpcasync.engines.mpi.pairs import PairWindow
-from hpcasync.engines.mpi.shared_deltas import SharedDeltas, all_on_one_node
-from hpcasync.engines.mpi.shared_slots import SharedSlots, node_comm
-from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
+from hpcasync.engines.mpi.paths import NumberedSlots, delta_class, slots_class
+from hpcasync.engines.mpi.shared_deltas import SharedDeltas
+from hpcasync.engines.mpi.windows import DeltaAccumulator
 from hpcasync.kernels import adsgd_step, adsgd_step_rows
 
 if TYPE_CHECKING:
     from hpcasync.engines.mpi.server import ServerWindow
 
 NEVER = 2**62  # "no stop round agreed yet"
-
-
-class _NumberedSlots(ModelSlots):
-    """ModelSlots whose model numbers are given by the writer (strictly increasing, may skip)."""
-
-    def publish_as(self, x: np.ndarray, number: int) -> int:
-        self.published = max(int(number), self.published + 1) - 1
-        return self.publish(x)
-
-
-class _NumberedSharedSlots(_NumberedSlots, SharedSlots):
-    """The same on shared memory (same-node pushes are plain stores, shared_slots.py)."""
-
-
-def _slots_class(comm: MPI.Comm, shared_memory: str) -> type[_NumberedSlots]:
-    """``mpi.shared_memory``: "auto" uses shared memory when some rank shares its node with another."""
-    if shared_memory == "off":
-        return _NumberedSlots
-    node = node_comm(comm)
-    try:
-        shared = comm.allreduce(node.Get_size() > 1, op=MPI.LOR)
-    finally:
-        node.Free()
-    return _NumberedSharedSlots if shared else _NumberedSlots
 
 
 class MpiTransport(Collectives, FloodTransport, Transport):
@@ -163,7 +139,7 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         self.comm_s = 0.0  # seconds spent in RMA calls (sends, reads, drains)
         self._coll_bytes = 0
         self._coll_messages = 0
-        self.slots: _NumberedSlots | None = None
+        self.slots: NumberedSlots | None = None
         self.trace: Any = None  # the rank's timing trace (engines/mpi/trace.py): immediate sends' time
         self.acc: DeltaAccumulator | SharedDeltas | None = None
         self.graph_comm: MPI.Comm | None = None
@@ -179,19 +155,16 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         self.redone_mixes = 0  # ... of which redone because a slot was overwritten meanwhile
         try:
             if payload == "model":
-                slots_class = _slots_class(comm, shared_memory)
-                self.slots = slots_class(comm, self.message_dim, self.in_neighbors, self.out_neighbors,
-                                         x0=message0, dtype=self.dtype)
+                self.slots = slots_class(comm, shared_memory)(comm, self.message_dim, self.in_neighbors,
+                                                              self.out_neighbors, x0=message0, dtype=self.dtype)
                 if comm_delay is None and self.slots.common_x0:
                     # the initial model lies in every out-neighbour's window: "model 0" is pushed
                     self._pushed = message0
             elif payload == "delta":
                 initial = None if delta_target is None else np.array(delta_target, self.dtype)
                 # a delta has the message's length (push-sum: d + 1 or more, Algorithm.initial_message)
-                acc_class = (SharedDeltas if shared_memory != "off" and all_on_one_node(comm)
-                             else DeltaAccumulator)
-                self.acc = acc_class(comm, self.message_dim, self.out_neighbors, initial=initial,
-                                     dtype=self.dtype)
+                self.acc = delta_class(comm, shared_memory)(comm, self.message_dim, self.out_neighbors,
+                                                            initial=initial, dtype=self.dtype)
             if pair_model is not None:
                 self.pairs = PairWindow(comm, pair_model, self.out_neighbors, pair_active, clock=clock)
                 self.versions = self.pairs.versions  # updated in place by the exchanges
