@@ -1,4 +1,4 @@
-"""Multi-rank tests of the shared-memory model slots (shared_slots.py, docs/design.md §5.4).
+"""Multi-rank tests of the shared-memory model slots (shared_slots.py, docs/design.md §5.6).
 
 Run: ``mpiexec -n 4 python -m pytest -q --with-mpi -p no:cacheprovider tests/mpi/test_shared_slots_mpi.py``.
 ``split`` runs every test twice: all ranks on one node (every push a plain store), and the

@@ -1,4 +1,4 @@
-"""Alg. 3's delta window on MPI-3 shared memory: per-writer running sums (docs/design.md §5.4).
+"""Alg. 3's delta window on MPI-3 shared memory: per-writer running sums (docs/design.md §5.6).
 
 :class:`SharedDeltas` has :class:`~hpcasync.engines.mpi.delta.DeltaAccumulator`'s
 interface for a job whose ranks all share one node. Each rank's segment

@@ -1,4 +1,4 @@
-"""Model slots whose same-node pushes are plain stores into MPI-3 shared memory (docs/design.md §5.4).
+"""Model slots whose same-node pushes are plain stores into MPI-3 shared memory (docs/design.md §5.6).
 
 :class:`SharedSlots` keeps :class:`~hpcasync.engines.mpi.slots.ModelSlots`'
 layout, seqlock and reader side unchanged; only where the slot memory comes
