@@ -80,7 +80,8 @@ DEFAULT_CASES = list(CASES)
 CASES.update(TORCH_CASES)
 
 
-def case_config(case: str, ranks: int, seconds: float, progress: str = "auto") -> dict[str, dict[str, Any]]:
+def case_config(case: str, ranks: int, seconds: float, progress: str = "auto",
+                shared_memory: str = "auto") -> dict[str, dict[str, Any]]:
     spec = {k: v for k, v in CASES[case].items() if k != "dim"}
     raw: dict[str, dict[str, Any]] = {
         "run": {"name": "efficiency", "seed": 0},
@@ -88,14 +89,15 @@ def case_config(case: str, ranks: int, seconds: float, progress: str = "auto") -
         "topology": {"name": "ring", "n": ranks},
         "budget": {"time": seconds},
         "eval": {"interval": 10.0, "log_every": 100},
-        "mpi": {"time_unit": 0.001, "monitor": False, "flush_interval": 5.0, "progress": progress},
+        "mpi": {"time_unit": 0.001, "monitor": False, "flush_interval": 5.0, "progress": progress,
+                "shared_memory": shared_memory},
     }
     for section, fields in spec.items():
         raw.setdefault(section, {}).update(fields)
     return raw
 
 
-def child(case: str, seconds: float, json_out: Path, progress: str = "auto") -> None:
+def child(case: str, seconds: float, json_out: Path, progress: str = "auto", shared_memory: str = "auto") -> None:
     """One rank: compute alone, then ADSGD; rank 0 writes the per-rank rates."""
     from mpi4py import MPI
 
@@ -107,7 +109,7 @@ def child(case: str, seconds: float, json_out: Path, progress: str = "auto") -> 
 
     comm = MPI.COMM_WORLD
     rank = comm.rank
-    cfg = from_dict(case_config(case, comm.size, seconds, progress))
+    cfg = from_dict(case_config(case, comm.size, seconds, progress, shared_memory))
     problem = problems.build(cfg, comm.size)
     oracle = problem.oracle(rank, cfg.run.seed + 1)
     delays = delay_models.build(cfg.delays, comm.size, cfg.run.seed)
@@ -188,6 +190,22 @@ def _thread_level() -> str:
     return os.environ.get("MPI4PY_RC_THREAD_LEVEL", "multiple (mpi4py default)")
 
 
+def readme_rows(results: list[dict[str, Any]], shared_memory: str) -> str:
+    """README table rows: MPI | path | case | median efficiency (all jobs) | per-update us."""
+    from mpi_common import machine
+
+    mpi = machine().get("mpi", "?").split(",")[0].split(" Version")[0]
+    out = []
+    for r in results:
+        per = [row["adsgd_ms_per_update"] for row in r["per_rank"]]
+        us = {k: 1e3 * sum(p[k] for p in per) / len(per) for k in ("gradient_s", "mix_s", "communicate_s", "log_s")}
+        jobs = ", ".join(f"{e:.3f}" for e in r.get("efficiency_all_jobs", [r["efficiency_mean"]]))
+        out.append(f"| {mpi} | {'shared' if shared_memory == 'auto' else 'RMA'} | {r['case']} | "
+                   f"{r['efficiency_mean']:.3f} ({jobs}) | {us['gradient_s']:.1f} / {us['mix_s']:.1f} / "
+                   f"{us['communicate_s']:.1f} / {us['log_s']:.1f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, default=2)
@@ -199,11 +217,15 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     p.add_argument("--progress", choices=["auto", "off", "thread"], default="auto",
                    help="mpi.progress of the ADSGD phase (the progress thread's cost: off vs thread)")
+    p.add_argument("--shared-memory", choices=["auto", "off"], default="auto",
+                   help="mpi.shared_memory of the ADSGD phase (off: the RMA path only, the 'before')")
+    p.add_argument("--table", action="store_true",
+                   help="also print README rows: MPI, path, case, efficiency (all jobs), per-update us")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child, args.seconds, args.json, args.progress)
+        child(args.child, args.seconds, args.json, args.progress, args.shared_memory)
         return
     jobs: dict[str, list[dict[str, Any]]] = {case: [] for case in args.cases}
     commands = []
@@ -212,7 +234,8 @@ def main() -> None:
             for case in args.cases:
                 js = Path(tmp) / "rows.json"
                 _, cmd = mpirun(args.ranks, [sys.executable, __file__, "--child", case, "--seconds",
-                                             str(args.seconds), "--json", str(js), "--progress", args.progress])
+                                             str(args.seconds), "--json", str(js), "--progress", args.progress,
+                                             "--shared-memory", args.shared_memory])
                 commands.append(cmd)
                 per_rank = json.loads(js.read_text())
                 eff = [r["efficiency"] for r in per_rank]
@@ -235,11 +258,14 @@ def main() -> None:
         results.append(row)
     print(table(results, ["case", "d", "ranks", "alone_grad_per_s", "adsgd_grad_per_s", "efficiency_mean",
                           "efficiency_min", "alone_drift", "efficiency_same_compute"]))
+    if args.table:
+        print(readme_rows(results, args.shared_memory))
     path = save("async_efficiency", {
         "definition": "gradients/s of a rank running ADSGD (ring, no monitor) / gradients/s of the same rank "
                       "computing alone (local SGD, no communication), same injected computation delay; one job, "
                       "phases alone (seconds/2), ADSGD (seconds), alone (seconds/2), all ranks busy in each",
-        "thread_level": _thread_level(), "progress": args.progress, "repeat": args.repeat,
+        "thread_level": _thread_level(), "progress": args.progress, "shared_memory": args.shared_memory,
+        "repeat": args.repeat,
         "seconds": args.seconds, "runs": commands, "results": results,
     }, args.out)
     print(f"wrote {path}")

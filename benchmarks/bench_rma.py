@@ -26,6 +26,7 @@ import mpi4py
 import numpy as np
 from mpi4py import MPI
 
+from hpcasync.engines.mpi.shared_slots import SharedSlots
 from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
 
 WARMUP = 5
@@ -56,10 +57,15 @@ def bench_dim(comm: MPI.Comm, d: int) -> list[dict]:
     # Rank 0 writes to rank 1 only: the windows mirror one edge of a graph.
     in_nb, out_nb = ([0], []) if r == 1 else ([], [1])
     x = np.random.default_rng(r).standard_normal(d)
-    with ModelSlots(comm, d, in_nb, out_nb) as slots, DeltaAccumulator(comm, d, out_nb) as acc:
+    with ModelSlots(comm, d, in_nb, out_nb) as slots, DeltaAccumulator(comm, d, out_nb) as acc, \
+            SharedSlots(comm, d, in_nb, out_nb) as shared:
         comm.Barrier()
         if r == 0:
             measured["publish"] = time_calls(lambda: slots.publish(x), reps)
+            # the same-node path (shared_slots.py) against one copy of the same bytes on the same rank
+            measured["publish (shared memory)"] = time_calls(lambda: shared.publish(x), reps)
+            ref = np.empty(d)
+            measured["numpy.copyto (writer's reference)"] = time_calls(lambda: np.copyto(ref, x), reps)
             measured["accumulate (scale 0.5)"] = time_calls(lambda: acc.accumulate(peer, x, 0.5), reps)
             measured["accumulate (scale 1)"] = time_calls(lambda: acc.accumulate(peer, x), reps)
         comm.Barrier()
@@ -68,6 +74,7 @@ def bench_dim(comm: MPI.Comm, d: int) -> list[dict]:
             measured["read"] = time_calls(lambda: slots.read(0, out), reps)
             rows = np.empty((1, d))
             measured["read_all (degree 1)"] = time_calls(lambda: slots.read_all(rows), reps)
+            measured["read_all (shared memory)"] = time_calls(lambda: shared.read_all(rows), reps)
             measured["drain_into"] = time_calls(lambda: acc.drain_into(s), reps)
             measured["snapshot_into"] = time_calls(lambda: acc.snapshot_into(s), reps)
             measured["numpy.copyto (reference)"] = time_calls(lambda: np.copyto(dst, x), reps)
@@ -108,6 +115,12 @@ def table(report: dict) -> str:
     for row in report["results"]:
         lines.append(f"{row['op']:<26} {row['d']:>7.0e} {row['reps']:>5} {1e6 * row['median_s']:>10.1f} "
                      f"{1e6 * row['min_s']:>9.1f} {1e6 * row['p90_s']:>9.1f} {row['gb_s']:>6.2f}")
+    for row in report["results"]:  # the figure: shared push / copy of the same bytes
+        if row["op"] == "publish (shared memory)":
+            ref = next(q for q in report["results"]
+                       if q["d"] == row["d"] and q["op"].startswith("numpy.copyto (w"))
+            ratio = row["median_s"] / ref["median_s"]
+            lines.append(f"shared publish / numpy.copyto at d = {row['d']:.0e}: {ratio:.2f}")
     return "\n".join(lines)
 
 

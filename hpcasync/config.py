@@ -144,6 +144,7 @@ class MpiSection:
     flush_interval: float = 2.0  # seconds between HDF5 flushes
     progress: str = "auto"  # auto | off | thread: passive-target progress thread (engines/mpi/progress.py)
     status_interval: float = 30.0  # seconds between status lines in a batch log (0: none; engines/mpi/status.py)
+    shared_memory: str = "auto"  # auto | off: same-node model pushes through shared memory (shared_slots.py)
 
 
 @dataclass
@@ -310,6 +311,7 @@ def validate(cfg: Config) -> None:
             "config section [budget]: a budget of zero; set budget.time > 0 or budget.gradients > 0")
     _one_of(cfg.mpi.launcher, ("mpiexec", "srun"), "mpi.launcher")
     _one_of(cfg.mpi.progress, ("auto", "off", "thread"), "mpi.progress")
+    _one_of(cfg.mpi.shared_memory, ("auto", "off"), "mpi.shared_memory")
 
 
 def dump_toml(data: dict[str, Any]) -> str:

@@ -148,7 +148,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
                                  delta_target=delta_target, message0=agent.initial_message(),
                                  pair_model=pair_model, pair_active=agent.setup.active,
                                  yield_before_read=_oversubscribed(hosts, rank),
-                                 flood="flood" in type(agent).requires)
+                                 flood="flood" in type(agent).requires,
+                                 shared_memory=setup.cfg.mpi.shared_memory)
         if transport.pairs is not None:
             agent.x = transport.pairs.x  # the agent's model is its window of live models (pairs.py)
         board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0)

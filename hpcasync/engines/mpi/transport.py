@@ -68,7 +68,9 @@ from hpcasync.engines.mpi.dtypes import model_dtype
 from hpcasync.engines.mpi.messages import FloodChannel, FloodTransport
 from hpcasync.engines.mpi.outbox import Outbox
 from hpcasync.engines.mpi.pairs import PairWindow
-from hpcasync.engines.mpi.windows import DeltaAccumulator, ModelSlots
+from hpcasync.engines.mpi.paths import NumberedSlots, delta_class, slots_class
+from hpcasync.engines.mpi.shared_deltas import SharedDeltas
+from hpcasync.engines.mpi.windows import DeltaAccumulator
 from hpcasync.kernels import adsgd_step, adsgd_step_rows
 
 if TYPE_CHECKING:
@@ -76,14 +78,6 @@ if TYPE_CHECKING:
     from hpcasync.engines.mpi.server import ServerWindow
 
 NEVER = 2**62  # "no stop round agreed yet"
-
-
-class _NumberedSlots(ModelSlots):
-    """ModelSlots whose model numbers are given by the writer (strictly increasing, may skip)."""
-
-    def publish_as(self, x: np.ndarray, number: int) -> int:
-        self.published = max(int(number), self.published + 1) - 1
-        return self.publish(x)
 
 
 class MpiTransport(Collectives, FloodTransport, Transport):
@@ -110,6 +104,11 @@ class MpiTransport(Collectives, FloodTransport, Transport):
     (measured: RFAST on 4 ranks / 2 cores converged markedly slower). MPICH
     used to do this as a side effect of the ``Flush`` of its word fetches
     under ``MPI_THREAD_MULTIPLE``; those are plain loads now.
+    ``shared_memory`` (``mpi.shared_memory``): "auto" puts the model slots in
+    MPI-3 shared memory, same-node pushes being plain stores
+    (:class:`~hpcasync.engines.mpi.shared_slots.SharedSlots`), and, when all
+    ranks share one node, Alg. 3's deltas in per-writer running sums
+    (:class:`~hpcasync.engines.mpi.shared_deltas.SharedDeltas`); "off": RMA only.
     """
 
     # no control channel yet: send_small / poll_small are simulator-only
@@ -125,7 +124,7 @@ class MpiTransport(Collectives, FloodTransport, Transport):
                  comm_delay: Callable[[], float] | None = None, delta_target: np.ndarray | None = None,
                  message0: np.ndarray | None = None, clock: Callable[[], float] = time.perf_counter,
                  pair_model: np.ndarray | None = None, pair_active: bool = True,
-                 yield_before_read: bool = False, flood: bool = False) -> None:
+                 yield_before_read: bool = False, flood: bool = False, shared_memory: str = "auto") -> None:
         self.comm = comm
         self.yield_before_read = bool(yield_before_read)
         self.rank = comm.Get_rank()
@@ -143,9 +142,9 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         self.comm_s = 0.0  # seconds spent in RMA calls (sends, reads, drains)
         self._coll_bytes = 0
         self._coll_messages = 0
-        self.slots: _NumberedSlots | None = None
+        self.slots: NumberedSlots | None = None
         self.trace: Any = None  # the rank's timing trace (engines/mpi/trace.py): immediate sends' time
-        self.acc: DeltaAccumulator | None = None
+        self.acc: DeltaAccumulator | SharedDeltas | None = None
         self.graph_comm: MPI.Comm | None = None
         self.pairs: PairWindow | None = None
         self.flood_channel: FloodChannel | None = None  # DASGD's gradients (messages.py)
@@ -159,16 +158,16 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         self.redone_mixes = 0  # ... of which redone because a slot was overwritten meanwhile
         try:
             if payload == "model":
-                self.slots = _NumberedSlots(comm, self.message_dim, self.in_neighbors, self.out_neighbors,
-                                            x0=message0, dtype=self.dtype)
+                self.slots = slots_class(comm, shared_memory)(comm, self.message_dim, self.in_neighbors,
+                                                              self.out_neighbors, x0=message0, dtype=self.dtype)
                 if comm_delay is None and self.slots.common_x0:
                     # the initial model lies in every out-neighbour's window: "model 0" is pushed
                     self._pushed = message0
             elif payload == "delta":
                 initial = None if delta_target is None else np.array(delta_target, self.dtype)
                 # a delta has the message's length (push-sum: d + 1 or more, Algorithm.initial_message)
-                self.acc = DeltaAccumulator(comm, self.message_dim, self.out_neighbors, initial=initial,
-                                            dtype=self.dtype)
+                self.acc = delta_class(comm, shared_memory)(comm, self.message_dim, self.out_neighbors,
+                                                            initial=initial, dtype=self.dtype)
             if pair_model is not None:
                 self.pairs = PairWindow(comm, pair_model, self.out_neighbors, pair_active, clock=clock)
                 self.versions = self.pairs.versions  # updated in place by the exchanges

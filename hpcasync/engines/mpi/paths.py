@@ -1,0 +1,47 @@
+"""Which protocol carries a transport's pushes: shared memory on a node, RMA across nodes (``mpi.shared_memory``).
+
+One choice for every algorithm that pushes models (ADSGD, RFAST, DASGD's model
+slots: :class:`NumberedSlots`) or deltas (Alg. 3, the push-sum family:
+:func:`delta_class`), made here once rather than per algorithm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from hpcasync.engines.mpi.delta import DeltaAccumulator
+from hpcasync.engines.mpi.shared_deltas import SharedDeltas, all_on_one_node
+from hpcasync.engines.mpi.shared_slots import SharedSlots, node_comm
+from hpcasync.engines.mpi.slots import ModelSlots
+
+__all__ = ["NumberedSharedSlots", "NumberedSlots", "delta_class", "slots_class"]
+
+
+class NumberedSlots(ModelSlots):
+    """ModelSlots whose model numbers are given by the writer (strictly increasing, may skip)."""
+
+    def publish_as(self, x: np.ndarray, number: int) -> int:
+        self.published = max(int(number), self.published + 1) - 1
+        return self.publish(x)
+
+
+class NumberedSharedSlots(NumberedSlots, SharedSlots):
+    """The same on shared memory (same-node pushes are plain stores, shared_slots.py)."""
+
+
+def slots_class(comm: MPI.Comm, shared_memory: str) -> type[NumberedSlots]:
+    """"auto": shared memory when some rank shares its node with another (collective); "off": RMA."""
+    if shared_memory == "off":
+        return NumberedSlots
+    node = node_comm(comm)
+    try:
+        shared = comm.allreduce(node.Get_size() > 1, op=MPI.LOR)
+    finally:
+        node.Free()
+    return NumberedSharedSlots if shared else NumberedSlots
+
+
+def delta_class(comm: MPI.Comm, shared_memory: str) -> type[DeltaAccumulator] | type[SharedDeltas]:
+    """"auto": per-writer running sums in shared memory when all ranks share one node (collective)."""
+    return SharedDeltas if shared_memory != "off" and all_on_one_node(comm) else DeltaAccumulator
