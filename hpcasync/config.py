@@ -120,6 +120,7 @@ class DelaySection:
     comm_cv: float = 1.0
     p: float = 0.1  # random-stragglers: probability per iteration (Xiong et al. 2023)
     s: float = 10.0  # random-stragglers: slowdown
+    sleep: float = 6.0  # sleeping-stragglers: the straggler sleeps sleep × compute_mean (Xiong et al. 2023)
     drop: float = 0.0  # probability a message to one neighbour is lost (simulator only)
 
 

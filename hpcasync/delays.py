@@ -19,8 +19,11 @@ case  computation          communication
 Computation ~ Gamma(shape k) scaled to its mean; communication ~ log-normal
 with coefficient of variation ``comm_cv`` (σ² = ln(1+cv²), μ = ln m − σ²/2),
 so the mean is controlled and communication has the larger variance.
-Xiong et al.'s (2023) random stragglers multiply an iteration's computation by ``s``
-with probability ``p``. Every agent draws from its own two streams
+Xiong et al.'s (2023, §5 and App. C) random stragglers: with probability ``p`` per
+iteration an agent is a straggler, and its computation is then multiplied by ``s``
+(``random-stragglers``) or followed by a sleep of ``sleep`` × the mean computation
+time (``sleeping-stragglers``, "the sleep time could be 6x of the average one local
+computation time"). Every agent draws from its own two streams
 (computation, communication) seeded by (seed, agent), so a run is repeatable
 and two algorithms fed the same events see the same delays.
 """
@@ -68,6 +71,7 @@ class DelayModel:
     comm_rngs: list[np.random.Generator]
     straggle_p: float = 0.0
     straggle_s: float = 1.0
+    straggle_sleep: tuple[float, ...] = ()  # per agent: time units a straggling iteration sleeps after computing
     compute_means: tuple[float, ...] = ()
     comm_means: tuple[float, ...] = ()
     enabled: bool = True
@@ -83,7 +87,7 @@ class DelayModel:
         rng = self.compute_rngs[i]
         t = self.compute_samplers[i](rng)
         if self.straggle_p > 0.0 and rng.random() < self.straggle_p:
-            t *= self.straggle_s
+            t = t * self.straggle_s + (self.straggle_sleep[i] if self.straggle_sleep else 0.0)
         return t
 
     def dropped(self) -> bool:
@@ -124,6 +128,7 @@ class DelayPlan:
     comm_mean: list[float]
     straggle_p: float = 0.0
     straggle_s: float = 1.0
+    straggle_sleep: list[float] | None = None  # per agent; None = no sleep
     enabled: bool = True
 
 
@@ -170,6 +175,16 @@ def _random_stragglers(cfg: DelaySection, n: int) -> DelayPlan:
     return _plan(cfg, n, straggle_p=cfg.p, straggle_s=cfg.s)
 
 
+@DELAY_MODELS.register("sleeping-stragglers")
+def _sleeping_stragglers(cfg: DelaySection, n: int) -> DelayPlan:
+    """Xiong et al. 2023's other straggler: with probability p an iteration's computation is followed
+    by a sleep of ``sleep`` × the agent's mean computation time (additive, where ``random-stragglers``
+    multiplies). On MPI the sleep is part of the padded computation: it lasts max(real, (sample + sleep) × unit)."""
+    plan = _plan(cfg, n, straggle_p=cfg.p, straggle_s=1.0)
+    plan.straggle_sleep = [cfg.sleep * m for m in plan.compute_mean]
+    return plan
+
+
 def build(cfg: DelaySection, n: int, seed: int) -> DelayModel:
     """The delay model ``cfg`` describes for ``n`` agents (``delays.model`` names a :data:`DELAY_MODELS` entry)."""
     plan = DELAY_MODELS.get(cfg.model)(cfg, n)
@@ -180,6 +195,7 @@ def build(cfg: DelaySection, n: int, seed: int) -> DelayModel:
         comm_rngs=_streams(seed, n, 1),
         straggle_p=plan.straggle_p,
         straggle_s=plan.straggle_s,
+        straggle_sleep=tuple(plan.straggle_sleep or [0.0] * n),
         compute_means=tuple(plan.compute_mean),
         comm_means=tuple(plan.comm_mean),
         enabled=plan.enabled,

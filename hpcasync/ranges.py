@@ -84,6 +84,7 @@ RANGES: dict[str, Range] = {
     "delays.comm_cv": _NON_NEGATIVE,
     "delays.p": _UNIT,
     "delays.s": _POSITIVE,
+    "delays.sleep": _POSITIVE,
     "delays.drop": Range(0, 1, hi_open=True),
     "budget.time": _NON_NEGATIVE,
     "budget.gradients": _NON_NEGATIVE,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import hpcasync
 from hpcasync.algorithms.dasgd import DASGD, pairwise_staleness
 from hpcasync.engines.sim.runner import build_simulator
 from hpcasync.errors import UserError
@@ -20,6 +21,7 @@ class Tracker:
         self.sets: list[set[tuple[int, int]]] = [set() for _ in sim.agents]
         self.count: list[dict[tuple[int, int], int]] = [{} for _ in sim.agents]
         self.rows: list[tuple[int, float, float]] = []  # (agent, staleness column, brute force)
+        self.evals: list[tuple[float, float, float, int]] = []  # (S_avg, S_max columns, brute force of each)
         for i, agent in enumerate(sim.agents):
             self._wrap(i, agent)
 
@@ -58,7 +60,9 @@ class Tracker:
         self.rows.append((agent, row["staleness"], brute))
 
     def evaluation(self, row: dict[str, float]) -> None:
-        pass
+        n = len(self.sets)
+        pairs = [len(self.sets[i] ^ self.sets[j]) for i in range(n) for j in range(i + 1, n)]
+        self.evals.append((row["staleness_avg"], row["staleness_max"], float(np.mean(pairs)), max(pairs)))
 
 
 def watch_backlog(sim, agent: int) -> list[int]:
@@ -128,6 +132,32 @@ def test_staleness_column_equals_brute_force_sets() -> None:
     assert max(b for _, _, b in tracker.rows) > 5  # not vacuous: there is staleness
     for _, column, brute in tracker.rows:
         assert column == brute
+
+
+@pytest.mark.parametrize("case", [1, 3])
+def test_evaluation_columns_are_the_pairwise_staleness_of_the_applied_sets(case: int) -> None:
+    """S_avg / S_max of every evaluation row = mean / max over pairs of |A_i Δ A_j|, from the brute-force sets."""
+    sim, tracker = simulate(algorithm={"name": "dasgd", "max_staleness": 0}, delays={"case": case},
+                            budget={"time": 400.0}, eval={"interval": 20.0})
+    assert len(tracker.evals) >= 20
+    for avg, mx, brute_avg, brute_max in tracker.evals:
+        assert avg == pytest.approx(brute_avg) and mx == brute_max
+    assert max(mx for _, mx, _, _ in tracker.evals) > 0
+
+
+def test_staleness_columns_reach_run_h5_and_are_nan_without_vector_clocks(tmp_path) -> None:
+    from hpcasync.results.reader import open_run
+
+    for name in ("dasgd", "adsgd"):
+        simulate_to = tmp_path / name
+        hpcasync.simulate(make_config(algorithm={"name": name}, budget={"time": 100.0}), simulate_to)
+        ev = open_run(simulate_to).evaluations
+        assert ev["staleness_avg"].size >= 5
+        if name == "dasgd":
+            assert np.isfinite(ev["staleness_avg"]).all() and (ev["staleness_max"] >= ev["staleness_avg"]).all()
+            assert ev["staleness_max"].max() > 0
+        else:
+            assert np.isnan(ev["staleness_avg"]).all() and np.isnan(ev["staleness_max"]).all()
 
 
 def test_pairwise_staleness_equals_symmetric_differences_on_random_histories() -> None:

@@ -65,6 +65,20 @@ def test_random_stragglers_slow_a_fraction_p_of_iterations() -> None:
     assert (comp == 10.0).mean() == pytest.approx(0.1, abs=0.01)
 
 
+def test_sleeping_stragglers_add_a_fixed_sleep_to_a_fraction_p_of_iterations() -> None:
+    """Xiong et al. 2023's sleep variant: +sleep × mean (additive), not ×s; the same draws as the ×s variant."""
+    cfg = DelaySection(model="sleeping-stragglers", p=0.1, sleep=6.0, compute_mean=2.0, compute_dist="constant")
+    model = delays.build(cfg, n=2, seed=0)
+    comp = np.array([model.compute(1) for _ in range(20000)])
+    assert set(np.unique(comp)) == {2.0, 14.0}
+    assert (comp == 14.0).mean() == pytest.approx(0.1, abs=0.01)
+    times = delays.build(DelaySection(model="random-stragglers", p=0.1, s=7.0, compute_mean=2.0,
+                                      compute_dist="constant"), n=2, seed=0)
+    assert np.array_equal(comp, [times.compute(1) for _ in range(20000)])  # 1 + 6 = 7: same iterations slowed
+    gamma = delays.build(DelaySection(model="sleeping-stragglers", p=0.1, sleep=6.0), n=1, seed=3)
+    assert np.mean([gamma.compute(0) for _ in range(40000)]) == pytest.approx(1.0 + 0.1 * 6.0, rel=0.02)
+
+
 def test_none_is_unit_compute_and_instant_comm() -> None:
     model = delays.build(DelaySection(model="none"), n=2, seed=0)
     assert (model.compute(0), model.comm(1), model.enabled) == (1.0, 0.0, False)

@@ -90,6 +90,9 @@ class Algorithm(abc.ABC):
     needs_lossless: ClassVar[bool] = False
     #: the ``staleness`` column is :meth:`staleness_of` (every agent's update count given), not the transport's
     own_staleness: ClassVar[bool] = False
+    #: the agent keeps ``clock`` ((n,) int64: gradients of each origin applied here); evaluations then
+    #: record the pairwise staleness S_avg / S_max over all agents' clocks
+    vector_clock: ClassVar[bool] = False
     #: line style of its curves in plots
     plot_linestyle: ClassVar[str] = "-"
     #: models of size d held per agent, as a function of the in-degree (for memory reports)

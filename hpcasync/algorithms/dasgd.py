@@ -62,6 +62,7 @@ class DASGD(Algorithm):
     requires = frozenset({"flood"})
     needs_lossless = True
     own_staleness = True
+    vector_clock = True
     memory_models = "2 + in-flight gradients (≤ 2B·(n−1))"
     checkpoint_state = (*Algorithm.checkpoint_state, "clock")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from hpcasync.algorithms.dasgd import pairwise_staleness
 from hpcasync.kernels import consensus_distance, mean_rows_into
 
 
@@ -35,3 +36,9 @@ def evaluate_average(evaluate: Callable[[np.ndarray], Mapping[str, float]], head
         row["consensus_distance"] = max(sum_sq / n - float(mean @ mean), 0.0)
     row.update(evaluate(mean))
     return row
+
+
+def pairwise_staleness_row(clocks: np.ndarray) -> dict[str, float]:
+    """``staleness_avg`` / ``staleness_max`` of an evaluation row from the agents' vector clocks ((n, n))."""
+    avg, mx = pairwise_staleness(clocks)
+    return {"staleness_avg": avg, "staleness_max": mx}

@@ -155,7 +155,17 @@ def _reference(rows: list[dict[str, Any]], keys: list[tuple], unusual: list[int]
 # --------------------------------------------------------------------------- staleness and scaling tables
 
 STALENESS_COLUMNS = ("name", "algorithm", "case", "setting", "mean", "max", "worst_agent_mean", "worst_agent",
-                     "gradients_per_time", "count", "note")
+                     "pair_mean", "pair_max", "gradients_per_time", "count", "note")
+
+
+def _pairwise(run: Run) -> dict[str, float]:
+    """Tosi & Theobald's S_avg (mean over evaluations) and S_max (max) from the evaluation columns; NaN
+    for algorithms without vector clocks."""
+    avg = run.evaluations["staleness_avg"]
+    mx = run.evaluations["staleness_max"]
+    avg, mx = avg[np.isfinite(avg)], mx[np.isfinite(mx)]
+    return {"pair_mean": float(avg.mean()) if avg.size else float("nan"),
+            "pair_max": float(mx.max()) if mx.size else float("nan")}
 
 
 def no_stale_mixing_note(algorithm: str) -> str | None:
@@ -193,6 +203,7 @@ def staleness_table(runs: Sequence[Run], time_key: str | None = "virtual_time") 
             "setting": setting_label(run, varying), "mean": st["mean"], "max": st["max"],
             "worst_agent_mean": float(per[worst]) if worst >= 0 else float("nan"), "worst_agent": worst,
             "gradients_per_time": rates["total"], "count": st["count"], "note": "",
+            **_pairwise(run),
         }
         note = no_stale_mixing_note(run.algorithm)
         if note is not None:

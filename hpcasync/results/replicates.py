@@ -181,11 +181,13 @@ def aggregate_staleness(rows: Sequence[dict[str, Any]], runs: Sequence[Run]) -> 
         sub = [rows[i] for i in members]
         row = dict(sub[0])
         if not row.get("note"):
-            for col in ("mean", "worst_agent_mean", "gradients_per_time"):
+            for col in ("mean", "worst_agent_mean", "gradients_per_time", "pair_mean"):
                 row[col] = mean_std([r[col] for r in sub])[0] if any(math.isfinite(r[col]) for r in sub) \
                     else float("nan")
             maxima = [r["max"] for r in sub if math.isfinite(r["max"])]
             row["max"] = max(maxima) if maxima else float("nan")
+            pair_maxima = [r["pair_max"] for r in sub if math.isfinite(r.get("pair_max", math.nan))]
+            row["pair_max"] = max(pair_maxima) if pair_maxima else float("nan")
         row["name"] = " ".join(r["name"] for r in sub)
         out.append(row)
     return out

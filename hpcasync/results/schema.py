@@ -83,6 +83,10 @@ EVALUATIONS: tuple[Column, ...] = (
     Column("test_loss", "f8", "1", "test loss of the average model"),
     Column("test_accuracy", "f8", "fraction", "test accuracy of the average model (NaN for regression)"),
     Column("consensus_distance", "f8", "1", "mean over agents of ||x_i - x_mean||^2"),
+    Column("staleness_avg", "f8", "gradients",
+           "mean over agent pairs i<j of S_ij = sum_o |c_i[o] - c_j[o]| over the vector clocks of applied "
+           "gradients (Tosi & Theobald 2023); NaN for algorithms without vector clocks"),
+    Column("staleness_max", "f8", "gradients", "max over agent pairs of S_ij (as staleness_avg)"),
 )
 
 #: /server_steps of a worker's rank file (async-sgd, hogwild): one row per gradient the parameter server

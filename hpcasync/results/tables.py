@@ -158,9 +158,15 @@ def staleness_markdown(rows: Sequence[dict[str, Any]]) -> str:
                     cells.append("–")
                     continue
                 r = hit[0]
-                cells.append(f"{r['mean']:.2f} / {r['max']:.0f} ({r['worst_agent_mean']:.2f})")
+                cell = f"{r['mean']:.2f} / {r['max']:.0f} ({r['worst_agent_mean']:.2f})"
+                if math.isfinite(r.get("pair_mean", math.nan)):
+                    cell += f"; S_avg {r['pair_mean']:.1f} / S_max {r['pair_max']:.0f}"
+                cells.append(cell)
             lines.append(f"| {alg} | " + " | ".join(cells) + " |")
         lines.append("")
+    if any(math.isfinite(r.get("pair_mean", math.nan)) for r in rows):
+        lines.append("S_avg / S_max (vector-clock algorithms: DASGD): Tosi & Theobald 2023's pairwise staleness "
+                     "|A_i Δ A_j| over all agent pairs, mean over evaluations / largest.")
     lines += [f"n/a: {alg} never mixes an old copy of a neighbour's model ({note})." for alg, note in notes.items()]
     return "\n".join(lines) + "\n"
 

@@ -312,12 +312,13 @@ class RunWriter:
 
     def append_eval(self, *, wall_time: float, gradients: int, virtual_time: float = np.nan,
                     train_loss: float = np.nan, test_loss: float = np.nan, test_accuracy: float = np.nan,
-                    consensus_distance: float = np.nan) -> None:
+                    consensus_distance: float = np.nan, staleness_avg: float = np.nan,
+                    staleness_max: float = np.nan) -> None:
         """Append one evaluation of the average model (units in ``schema.EVALUATIONS``) and flush it."""
         if self._file is None:
             raise RuntimeError("append_eval() on a closed RunWriter")
         self._row[0] = (virtual_time, wall_time, gradients, train_loss, test_loss, test_accuracy,
-                        consensus_distance)
+                        consensus_distance, staleness_avg, staleness_max)
         # Evaluations are rare (every few time units), so each is published at once for live readers.
         self._written = append_rows(self._file, self._file[schema.EVALUATIONS_GROUP], EVALUATIONS,
                                      self._written, self._row)

@@ -95,3 +95,34 @@ def test_staleness_bound_under_a_100x_straggler(out_dir: Path) -> None:  # noqa:
     if error is None and not all(np.allclose(m, models[0], rtol=1e-10, atol=1e-12) for m in models):
         error = "final models differ"
     _all_ok(comm, error)
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.parametrize("monitor", [True, False])
+def test_pairwise_staleness_columns_in_run_h5(out_dir: Path, monitor: bool) -> None:  # noqa: F811
+    """S_avg / S_max reach run.h5 (the monitor reads every worker's vector clock; without a monitor rank 0
+    gathers them at the end): finite, S_max ≥ S_avg, and 0 at the final evaluation, which follows
+    finish() (every gradient applied everywhere, so every clock equal)."""
+    from hpcasync.results.reader import open_run
+
+    comm = MPI.COMM_WORLD
+    workers = comm.size - 1 if monitor else comm.size
+    cfg = _config(workers, algorithm={"name": "dasgd", "alpha": 0.05, "max_staleness": 0},
+                  delays={"model": "case", "case": 3, "straggler": workers - 1},
+                  budget={"time": 1.0}, eval={"interval": 0.1}, mpi={"time_unit": 0.002, "monitor": monitor})
+    out = out_dir / f"mpi-{monitor}"
+    res = run_rank(cfg, out, comm)
+    error = None
+    if comm.rank == 0:
+        ev = open_run(out).evaluations
+        avg, mx = ev["staleness_avg"], ev["staleness_max"]
+        if not (np.isfinite(avg).all() and np.isfinite(mx).all()):
+            error = f"non-finite pairwise staleness {avg.tolist()}"
+        elif (mx < avg).any():
+            error = f"S_max < S_avg: {mx.tolist()} {avg.tolist()}"
+        elif (avg[-1], mx[-1]) != (0.0, 0.0):
+            error = f"final S_avg/S_max {avg[-1]}/{mx[-1]}, expected 0 after finish()"
+        elif monitor and (len(avg) < 4 or mx.max() <= 0):
+            error = f"{len(avg)} evaluations, S_max {mx.tolist()}: the monitor saw no staleness"
+    del res
+    _all_ok(comm, error)

@@ -8,7 +8,9 @@ one ``Lock_all(MODE_NOCHECK)`` epoch (:mod:`.epoch`):
   (read by neighbours for staleness and by the monitor for the gradient
   column), ``TOTAL`` (rank 0 only) the job-wide gradient counter of a
   gradient budget (``Fetch_and_op(SUM)``), ``STALE`` the staleness the
-  worker last recorded (float64 bits; the live status line, :mod:`.status`);
+  worker last recorded (float64 bits; the live status line, :mod:`.status`),
+  then ``clock_len`` words for an algorithm with a vector clock (DASGD: the
+  gradients of each origin applied here, read by the monitor for S_avg/S_max);
 * a data window of two model buffers per worker (only when the job has a
   monitor rank).
 
@@ -42,11 +44,13 @@ class Board(Epoch):
     """Collective over ``comm`` (all ranks). ``publishes`` is True on workers of a job with a monitor.
 
     ``dtype``: of the published models (the problem's; default x0's, else float64).
+    ``clock_len``: words of vector clock per rank (the same on every rank; 0 = none).
     """
 
     def __init__(self, comm: MPI.Comm, dim: int, publishes: bool, x0: np.ndarray | None = None,
-                 dtype: np.dtype | type | None = None) -> None:
+                 dtype: np.dtype | type | None = None, clock_len: int = 0) -> None:
         super().__init__(comm)
+        self.clock_len = int(clock_len)
         self.dim = int(dim)
         self.dtype = np.dtype(dtype) if dtype is not None else model_dtype(x0)
         self._T = mpi_type(self.dtype)
@@ -57,7 +61,7 @@ class Board(Epoch):
         self._res = np.zeros(1, np.int64)
         self._dummy = np.zeros(1, np.int64)
         def initialise() -> None:
-            self._words_win, self._words = self.allocate(WORDS * 8, np.int64)
+            self._words_win, self._words = self.allocate((WORDS + self.clock_len) * 8, np.int64)
             size = self.dtype.itemsize
             nbytes = 2 * self.dim * size if self.publishes else 0
             self._data_win, data = self.allocate(nbytes, self.dtype, disp_unit=size)  # displacements in elements
@@ -106,6 +110,25 @@ class Board(Epoch):
                                op=MPI.NO_OP)
         win.Flush_all()
         out[:] = words.view(np.float64)
+        return out
+
+    def set_clock(self, clock: np.ndarray) -> None:
+        """Make this worker's vector clock visible (local stores, as :meth:`set_iteration`; a statistic)."""
+        self.check_open()
+        self._words[WORDS:WORDS + self.clock_len] = clock
+
+    def read_clocks(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
+        """``out[r] ←`` the vector clock of ``ranks[r]`` (``out``: (len(ranks), clock_len) int64; one flush).
+
+        Each word is read atomically, the vector as a whole is not: a clock
+        that moves meanwhile is seen partly before and partly after, which
+        is as good as any instant for a staleness statistic."""
+        self.check_open()
+        win, k = self._words_win, self.clock_len
+        dummy = np.zeros(k, np.int64)
+        for r, j in enumerate(ranks):
+            win.Get_accumulate([dummy, k, _W], [out[r], k, _W], j, target=(WORDS, k, _W), op=MPI.NO_OP)
+        win.Flush_all()
         return out
 
     def read_iterations(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:

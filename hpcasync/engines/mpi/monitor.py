@@ -26,7 +26,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync import algorithms
-from hpcasync.engines.evaluation import evaluate_average
+from hpcasync.engines.evaluation import evaluate_average, pairwise_staleness_row
 from hpcasync.engines.mpi import checkpoint as mpi_checkpoint
 from hpcasync.engines.mpi import progress as progress_mod
 from hpcasync.engines.mpi.board import Board
@@ -67,6 +67,7 @@ class AverageModelEvaluator:
         self.rows = np.empty((n, dim), dt) if self.stacked else np.empty((1, dim), dt)
         self.mean = np.empty(dim, dt)
         self.iterations = np.zeros(n, np.int64)
+        self.clocks = np.zeros((n, board.clock_len), np.int64) if board.clock_len else None
         self.read_s = 0.0
         self.eval_s = 0.0
         self.evaluations: list[dict[str, float]] = []
@@ -89,6 +90,8 @@ class AverageModelEvaluator:
             self.mean /= self.n
             self._sq = sq
         self.board.read_iterations(range(self.n), self.iterations)
+        if self.clocks is not None:
+            self.board.read_clocks(range(self.n), self.clocks)
         self.read_s += time.perf_counter() - t0
 
     def evaluate_mean(self, wall: float, gradients: float | None = None) -> dict[str, float]:
@@ -99,6 +102,8 @@ class AverageModelEvaluator:
             row = evaluate_average(self.problem.evaluate, head, self.mean, self.rows)
         else:  # collect() summed the models into mean and their squared norms into _sq
             row = evaluate_average(self.problem.evaluate, head, self.mean, n=self.n, sum_sq=self._sq)
+        if self.clocks is not None:
+            row.update(pairwise_staleness_row(self.clocks))
         self.eval_s += time.perf_counter() - t0
         self.evaluations.append(row)
         return row
@@ -154,7 +159,8 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
     comm = world.comm
     board = progress = server = None
     try:
-        board = Board(comm, setup.x0.size, publishes=False, dtype=setup.x0.dtype)
+        clock_len = world.n if algorithms.get(setup.cfg.algorithm.name).vector_clock else 0
+        board = Board(comm, setup.x0.size, publishes=False, dtype=setup.x0.dtype, clock_len=clock_len)
         from hpcasync.engines.mpi.server import ServerEvaluator, open_server  # imports this module
 
         server = open_server(setup, comm)  # a parameter server's x is evaluated instead of an average

@@ -152,7 +152,9 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
                                  shared_memory=setup.cfg.mpi.shared_memory)
         if transport.pairs is not None:
             agent.x = transport.pairs.x  # the agent's model is its window of live models (pairs.py)
-        board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0)
+        clock = agent.clock if type(agent).vector_clock else None  # DASGD: for S_avg / S_max
+        board = Board(comm, setup.x0.size, publishes=world.has_monitor, x0=setup.x0,
+                      clock_len=0 if clock is None else world.n)
         transport.server = open_server(setup, comm)  # async-sgd, hogwild: x on rank 0 (server.py)
         transport.groups = open_groups(world.workers, type(agent), setup.x0, setup.cfg.algorithm)  # prague
         progress = progress_mod.start(setup.cfg.mpi.progress, comm)  # stopped before any window is freed
@@ -173,6 +175,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         if run_writer is not None and resumed is None:  # rank 0 without a monitor: x0 at time 0 like the sim
             row = {"virtual_time": setup.virtual(0.0), "wall_time": 0.0, "gradients": 0.0,
                    "consensus_distance": 0.0, **setup.problem.evaluate(setup.x0)}
+            if clock is not None:  # every clock still 0
+                row.update(staleness_avg=0.0, staleness_max=0.0)
             run_writer.append_eval(**row)
             result.evaluations.append(row)
         comm.Barrier()
@@ -188,6 +192,8 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         _wait_all(comm.Ibarrier())  # everyone stopped; every RMA op has completed at its target
         agent.finish(transport)
         board.set_iteration(agent.iteration)
+        if clock is not None:
+            board.set_clock(clock)
         board.publish(agent.model)
         _wait_all(comm.Ibarrier())  # final models published for the monitor
         stopped = comm.allreduce(w.stop_signal, op=MPI.MAX)  # with the monitor: stopped for a checkpoint?
@@ -206,9 +212,11 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
             writer.write_server_steps(transport.server.rows())
         totals = world.workers.allreduce(w.gradients)
         if run_writer is not None:  # rank 0 of a job without a monitor
-            final_without_monitor(setup, world, run_writer, result, agent.model, totals, wall, quiet)
-        elif not world.has_monitor:  # the other workers send rank 0 their final models
+            final_without_monitor(setup, world, run_writer, result, agent.model, clock, totals, wall, quiet)
+        elif not world.has_monitor:  # the other workers send rank 0 their final models (and clocks)
             world.workers.gather(np.asarray(agent.model), root=0)
+            if clock is not None:
+                world.workers.gather(clock, root=0)
         result.gradients = totals
         complete = True
     except _CheckpointedError:

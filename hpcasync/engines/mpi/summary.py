@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcasync.engines.evaluation import evaluate_average
+from hpcasync.engines.evaluation import evaluate_average, pairwise_staleness_row
 from hpcasync.engines.mpi.rank_setup import RankResult, RunSetup
 from hpcasync.engines.mpi.world import World
 from hpcasync.results.analysis import time_to_target
@@ -15,12 +15,15 @@ from hpcasync.results.writer import RunWriter
 
 
 def final_without_monitor(setup: RunSetup, world: World, run_writer: RunWriter, result: RankResult,
-                          model: np.ndarray, totals: int, wall: float, quiet: bool) -> None:
+                          model: np.ndarray, clock: np.ndarray | None, totals: int, wall: float,
+                          quiet: bool) -> None:
     assert world.workers is not None
     models = world.workers.gather(np.asarray(model), root=0)
     rows = np.ascontiguousarray(np.stack(models))
     head = {"virtual_time": setup.virtual(wall), "wall_time": wall, "gradients": float(totals)}
     row = evaluate_average(setup.problem.evaluate, head, np.empty(rows.shape[1], rows.dtype), rows)
+    if clock is not None:
+        row.update(pairwise_staleness_row(np.stack(world.workers.gather(clock, root=0))))
     run_writer.append_eval(**row)
     result.evaluations.append(row)
     result.final = row

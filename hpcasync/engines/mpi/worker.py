@@ -235,6 +235,8 @@ class Worker(WorkerOps):
         self._logged_iteration = it
         t_log = time.perf_counter()
         self.board.set_iteration(it)
+        if self.board.clock_len:
+            self.board.set_clock(self.agent.clock)
         if it % self.log_every == 0:
             staleness = math.nan
             if self.synchronous:

@@ -47,7 +47,7 @@ from hpcasync.algorithms.transport import (
     WaitFlooded,
 )
 from hpcasync.delays import DelayModel
-from hpcasync.engines.evaluation import evaluate_average
+from hpcasync.engines.evaluation import evaluate_average, pairwise_staleness_row
 from hpcasync.engines.sim.events import DELIVER, EVAL, GROUP, PAIR, PRIORITY, RESUME, SERVE, SETTLED
 from hpcasync.engines.sim.exchanges import Exchange, ExchangeOps
 from hpcasync.engines.sim.groups import GroupOps
@@ -361,6 +361,8 @@ class Simulator(ExchangeOps, GroupOps):
         rows = self._models()
         head = {"virtual_time": self.now, "wall_time": self.wall(), "gradients": float(self.gradients)}
         row = evaluate_average(self.evaluate, head, self._mean, rows)
+        if self.agents and type(self.agents[0]).vector_clock:
+            row.update(pairwise_staleness_row(np.stack([a.clock for a in self.agents])))
         self.evaluations.append(row)
         if self.recorder is not None:
             self.recorder.evaluation(row)
