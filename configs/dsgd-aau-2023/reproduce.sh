@@ -17,3 +17,13 @@ $HP sweep $D/alpha.toml --no-report
 $HP sweep $D/alpha_adpsgd.toml --no-report
 $PY $D/analyze.py runs/dsgd-aau-2023-alpha --out docs/figures --name dsgd_aau_2023_alpha0.1 --at 100 --loss-at 500 --target 1.0
 rm -f docs/figures/dsgd_aau_2023_alpha0.1_loss_time.png docs/figures/dsgd_aau_2023_alpha0.1_speedup.png  # only loss_iter is shown
+# the "sleep" straggler variant (a straggler sleeps 6 mean computation times), 32 and 128 workers:
+$HP sweep $D/sleep.toml --no-report
+$HP sweep $D/sleep_adpsgd.toml --no-report
+$PY $D/analyze.py runs/dsgd-aau-2023-sleep --out docs/figures --name dsgd_aau_2023_sleep
+rm -f docs/figures/dsgd_aau_2023_sleep_loss_iter.png docs/figures/dsgd_aau_2023_sleep_speedup.png
+# the 2-NN (torch MLP) instead of softmax regression, alpha = 0.1, 32 and 128 workers:
+$HP sweep $D/mlp.toml --no-report
+$HP sweep $D/mlp_adpsgd.toml --no-report
+$PY $D/analyze.py runs/dsgd-aau-2023-mlp --out docs/figures --name dsgd_aau_2023_mlp --at 100 --loss-at 500 --target 0.5
+rm -f docs/figures/dsgd_aau_2023_mlp_loss_iter.png docs/figures/dsgd_aau_2023_mlp_speedup.png

@@ -22,7 +22,19 @@ class NumberedSlots(ModelSlots):
     """ModelSlots whose model numbers are given by the writer (strictly increasing, may skip)."""
 
     def publish_as(self, x: np.ndarray, number: int) -> int:
-        self.published = max(int(number), self.published + 1) - 1
+        """Publish ``x`` as model ``number`` (its iteration count), or ``number`` − 1; returns which.
+
+        Model u lives in buffer u mod 2 and the seqlock needs consecutive
+        publications to alternate buffers (a reader of the newest model must
+        never share its buffer with the next write). A skip by an even count
+        would reuse the buffer of the model readers are copying, so such a
+        model is published one number lower: a staleness figure one too high
+        for that model, never a torn read.
+        """
+        number = max(int(number), self.published + 1)
+        if (number - self.published) % 2 == 0:
+            number -= 1
+        self.published = number - 1
         return self.publish(x)
 
 
