@@ -46,7 +46,7 @@ def test_model_slots_in_the_model_dtype(dtype) -> None:
         for k, j in enumerate(nb):
             if not np.array_equal(out[k], (np.arange(dim) + j * 1e-3).astype(dtype)) or versions[k] != 1:
                 error = f"slot of {j}: wrong model"
-        if slots.bytes_sent != len(nb) * (dim * np.dtype(dtype).itemsize + 8):
+        if slots.bytes_sent != len(nb) * (dim * np.dtype(dtype).itemsize + 16):
             error = f"bytes_sent {slots.bytes_sent}"
         with pytest.raises(ValueError, match="array of shape"):
             slots.read_all(np.empty((len(nb), dim), np.float32 if dtype == np.float64 else np.float64))

@@ -42,8 +42,28 @@ class NumberedSharedSlots(NumberedSlots, SharedSlots):
     """The same on shared memory (same-node pushes are plain stores, shared_slots.py)."""
 
 
+def shared_windows_work(comm: MPI.Comm) -> bool:
+    """Whether ``Win.Allocate_shared`` works on every rank's node communicator (collective).
+
+    An MPI can see ranks on one node and still have no shared-memory
+    one-sided component: Open MPI with ``OMPI_MCA_osc=^sm`` answers
+    ``MPI_ERR_INTERN``. "auto" then keeps RMA instead of failing the run.
+    """
+    node = node_comm(comm)
+    ok = True
+    try:
+        win = MPI.Win.Allocate_shared(8, 8, comm=node)
+        win.Free()
+    except MPI.Exception:
+        ok = False
+    finally:
+        node.Free()
+    return bool(comm.allreduce(ok, op=MPI.LAND))
+
+
 def slots_class(comm: MPI.Comm, shared_memory: str) -> type[NumberedSlots]:
-    """"auto": shared memory when some rank shares its node with another (collective); "off": RMA."""
+    """"auto": shared memory when some rank shares its node with another and the MPI can allocate
+    shared windows (collective); "off": RMA."""
     if shared_memory == "off":
         return NumberedSlots
     node = node_comm(comm)
@@ -51,9 +71,11 @@ def slots_class(comm: MPI.Comm, shared_memory: str) -> type[NumberedSlots]:
         shared = comm.allreduce(node.Get_size() > 1, op=MPI.LOR)
     finally:
         node.Free()
-    return NumberedSharedSlots if shared else NumberedSlots
+    return NumberedSharedSlots if shared and shared_windows_work(comm) else NumberedSlots
 
 
 def delta_class(comm: MPI.Comm, shared_memory: str) -> type[DeltaAccumulator] | type[SharedDeltas]:
     """"auto": per-writer running sums in shared memory when all ranks share one node (collective)."""
-    return SharedDeltas if shared_memory != "off" and all_on_one_node(comm) else DeltaAccumulator
+    if shared_memory == "off" or not all_on_one_node(comm):
+        return DeltaAccumulator
+    return SharedDeltas if shared_windows_work(comm) else DeltaAccumulator

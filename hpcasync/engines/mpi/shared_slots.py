@@ -8,9 +8,9 @@ from and how a writer reaches a neighbour on its own node differ:
   ``MPI.Win.Allocate_shared`` over its node communicator
   (``Split_type(COMM_TYPE_SHARED)``); a writer maps each same-node
   out-neighbour's segments with ``Shared_query`` once, at construction;
-* a publish to a same-node neighbour is one ``numpy.copyto`` of the model
-  into the neighbour's buffer and one aligned int64 store of the word: no
-  MPI call but two ``Win.Sync`` fences;
+* a publish to a same-node neighbour is two aligned int64 stores and one
+  ``numpy.copyto`` of the model into the neighbour's buffer: no MPI call
+  but two ``Win.Sync`` fences;
 * neighbours on other nodes keep the RMA protocol of §5.1 through a second
   window created (``Win.Create``) over the same memory and the whole
   communicator, so one run can mix both kinds of neighbour, and a reader's
@@ -18,17 +18,15 @@ from and how a writer reaches a neighbour on its own node differ:
   edge crosses nodes.
 
 Memory ordering (seqlock over plain stores). Writer, per same-node target:
-fence; copy data into buffer u mod 2; fence; ``word ← 2u+1``. The word the
-previous publication left, 2u−1, already announced model u (slots.py), and
-the first fence orders that store before the data stores. Reader (unchanged,
+``word ← 2u−1``; fence; copy data; fence; ``word ← 2u``. Reader (unchanged,
 slots.py): load words; fence; load data; fence; load words again. The fence
 is ``MPI_Win_sync``, which MPI-3 defines as synchronising the public and
 private copies of the window; in the unified model (every shared-memory
 window) both MPICH (``MPL_atomic_read_write_barrier``) and Open MPI
 (``opal_atomic_mb``) implement it as a full hardware memory barrier
 (x86-64 ``mfence``, aarch64 ``dmb ish``), which is also a compiler barrier
-(an opaque call). Writer-side the two fences order the previous word store
-before the data stores and the data stores before the new word store
+(an opaque call). Writer-side the two fences order the word store before
+the data stores and the data stores before the final word store
 (store→store); reader-side the library's fences order word load → data
 loads → word load (load→load). That pairing is the classic seqlock
 argument: if the second word read equals what the reader's buffer choice
@@ -197,7 +195,14 @@ class SharedSlots(ModelSlots):
         remote = self._word_targets
         word, replace = self._word_spec, MPI.REPLACE
 
-        fence()  # the previous word stores (2u − 1: model u announced) before these data stores
+        self._word[0] = 2 * u - 1
+        for j, k, old in remote:
+            wwin.Fetch_and_op(word, old, j, k, replace)
+        for words, k, _ in peers:
+            words[k] = 2 * u - 1
+        if remote:
+            wwin.Flush_all()
+        fence()  # word stores before data stores (module docstring)
         b = u % 2
         if remote:
             src = [x, self.dim, self._T]
@@ -207,20 +212,20 @@ class SharedSlots(ModelSlots):
             np.copyto(data[2 * k + b], x)
         if remote:
             dwin.Flush_all()
-        fence()  # data stores before the word store
-        self._word[0] = 2 * u + 1
+        fence()  # data stores before the closing word store
+        self._word[0] = 2 * u
         for words, k, _ in peers:
-            words[k] = 2 * u + 1
+            words[k] = 2 * u
         for j, k, old in remote:
             wwin.Fetch_and_op(word, old, j, k, replace)
         if remote:
             wwin.Flush_all()
 
         self.published = u
-        nbytes = self.dim * self.dtype.itemsize + WORD
+        nbytes = self.dim * self.dtype.itemsize + 2 * WORD
         self.messages_sent += len(peers) + len(remote)
         self.shared_pushes += len(peers)
-        self.rma_ops += 2 * len(remote)
+        self.rma_ops += 3 * len(remote)
         self.bytes_sent += (len(peers) + len(remote)) * nbytes
         return u
 

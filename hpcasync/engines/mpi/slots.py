@@ -51,13 +51,12 @@ class ModelSlots(Epoch):
     writer; a reader loads them, or with ``atomic_words`` fetches them with
     ``Fetch_and_op``/``Get_accumulate(NO_OP)``, which fits the default
     ``accumulate_ops=same_op_no_op``). One combined window measured the same
-    latency (a publish is 2 flushes either way).
+    latency (a publish is 3 flushes either way).
 
     Word value w of a slot: model ⌊w/2⌋ is complete in buffer ⌊w/2⌋ mod 2, and
-    w odd means the other buffer may be being written (by model ⌊w/2⌋ + 1).
-    Writers set only odd words (2u + 1 once model u is complete; word 0 is
-    the initial "model 0, nothing written"). Both buffers start as ``x0``, which is "model 0",
-    so readers need no special case before the first publication.
+    w odd means model ⌊w/2⌋+1 is being written into the other buffer. Both
+    buffers start as ``x0``, which is "model 0", so readers need no special
+    case before the first publication.
 
     Writers never wait for a reader, and readers never wait for a writer:
     a reader whose copy may have been torn discards it and copies again
@@ -186,15 +185,11 @@ class ModelSlots(Epoch):
     def publish(self, x: np.ndarray) -> int:
         """Publish a copy of ``x`` as this rank's next model to every out-neighbour.
 
-        Protocol of §5.1, batched across neighbours, two flushes: data into
-        buffer u mod 2 at all targets, flush; word ← 2u + 1 at all targets,
-        flush. The word says "model u is complete in buffer u mod 2, and the
-        other buffer may be written next", so it already announces model
-        u + 1: buffer u mod 2 is rewritten only by model u + 2, after word
-        2u + 3 has landed, which is what a reader's check w2 < 2⌊w1/2⌋ + 3
-        detects. (The 3-flush form — word 2u − 1, data, word 2u — tells a
-        reader nothing more that it uses, and cost one more flush per update.)
-        Returns u. ``x`` may be modified as soon as this returns.
+        Protocol of §5.1, batched across neighbours: word ← 2u−1 at all targets,
+        flush; data into buffer u mod 2 at all targets, flush; word ← 2u at all
+        targets, flush. Per target the order word/data/word is what §5.1
+        requires; a flush completes each step at every target before the next
+        step is issued. Returns u. ``x`` may be modified as soon as this returns.
         """
         self.check_open()
         if type(x) is not np.ndarray or x.dtype != self.dtype or not x.flags.c_contiguous:
@@ -206,11 +201,15 @@ class ModelSlots(Epoch):
         wwin, dwin = self._word_win, self._data_win
         word, replace = self._word_spec, MPI.REPLACE
 
+        self._word[0] = 2 * u - 1
+        for j, k, old in self._word_targets:
+            wwin.Fetch_and_op(word, old, j, k, replace)
+        self._flush(wwin)
         src = [x, dim, self._T]  # one pass from x itself: no staging copy
         for j, target in self._data_targets[u % 2]:
             dwin.Put(src, j, target=target)
         self._flush(dwin)
-        self._word[0] = 2 * u + 1
+        self._word[0] = 2 * u
         for j, k, old in self._word_targets:
             wwin.Fetch_and_op(word, old, j, k, replace)
         self._flush(wwin)
@@ -218,8 +217,8 @@ class ModelSlots(Epoch):
         self.published = u
         deg = len(self._targets)
         self.messages_sent += deg
-        self.rma_ops += 2 * deg
-        self.bytes_sent += deg * (dim * self.dtype.itemsize + WORD)
+        self.rma_ops += 3 * deg
+        self.bytes_sent += deg * (dim * self.dtype.itemsize + 2 * WORD)
         return u
 
     @staticmethod
