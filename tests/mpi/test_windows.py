@@ -189,6 +189,83 @@ def test_no_torn_reads_single_writer(atomic_words: bool, mpi_progress: Any) -> N
 
 
 @pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("shared", [False, True])
+def test_no_torn_reads_when_model_numbers_skip(shared: bool, mpi_progress: Any) -> None:
+    """The transport publishes iteration counts, which skip when the outbox replaced a queued model
+    (NumberedSlots.publish_as). Model u lives in buffer u mod 2, so a skip by an even count would write
+    into the buffer readers are copying; it is published one number lower instead. Writer 2k skips by
+    1–3 at random at full rate; reader 2k+1 must see whole models only, numbered as published (the
+    requested number or one less), never going back."""
+    from hpcasync.engines.mpi.paths import NumberedSharedSlots, NumberedSlots, shared_windows_work
+
+    comm = MPI.COMM_WORLD
+    racing = shared_windows_work(comm)  # False over osc rdma + TCP (make test-network)
+    if shared and not racing:
+        pytest.skip("no shared-memory windows (network-path run)")
+    r, n = comm.rank, comm.size
+    dim, changes_wanted, stop_tag = 2000, 300, 71
+    writer = r % 2 == 0 and r // 2 < n // 2
+    reader = r % 2 == 1
+    cls = NumberedSharedSlots if shared else NumberedSlots
+    error = None
+    rng = np.random.default_rng([SEED, r])
+
+    with cls(comm, dim, [r - 1] if reader else [], [r + 1] if writer else []) as slots, mpi_progress(comm):
+        comm.Barrier()
+        if writer:
+            # Publishes until its reader has seen enough new models (on oversubscribed cores a fixed
+            # count can end before the reader is first scheduled); over osc rdma + TCP, where a
+            # Put needs the reader's progress, it stops after a fixed count (a reader-driven stop
+            # hung there in Flush).
+            stop, stopped = comm.irecv(source=r + 1, tag=stop_tag), False
+            cap = None if racing else 3000
+            x = np.empty(dim)
+            last, number, count = 0, 0, 0
+            while count != cap and not stopped:
+                number += int(rng.integers(1, 4))
+                x.fill(float(number))
+                got = slots.publish_as(x, number)
+                if got not in (number, number - 1) or got <= last:
+                    error = error or f"publish_as({number}) gave {got} after {last}"
+                last, count = got, count + 1
+                if count % 64 == 0:
+                    stopped = stop.test()[0]
+            comm.send(last, dest=r + 1, tag=stop_tag + 1)
+            if not stopped:
+                stop.wait()
+        elif reader:
+            done, final = comm.irecv(source=r - 1, tag=stop_tag + 1), None
+            out = np.empty(dim)
+            last, reads, changes, deadline = 0, 0, 0, time.monotonic() + 60.0
+            while error is None and changes < changes_wanted and (final is None or last < final):
+                v = slots.read(r - 1, out)
+                reads += 1
+                c = out[0]
+                if v < last:
+                    error = f"version went back from {last} to {v}"
+                elif not np.all(out == c):
+                    error = f"torn read: version {v}, payload values {np.unique(out)[:5]}"
+                elif v > 0 and c not in (float(v), float(v + 1)):
+                    error = f"version {v} holds model {c}"
+                elif time.monotonic() > deadline:
+                    error = f"reader saw {changes} new models within 60 s, expected {changes_wanted}"
+                elif v == last and reads % 64 == 0:  # let a Put that needs this rank's progress land
+                    with progress.computing():
+                        time.sleep(5e-5)
+                changes += v != last
+                last = v
+                if final is None and reads % 64 == 0:
+                    flag, final = done.test()
+            comm.send(None, dest=r - 1, tag=stop_tag)
+            if final is None:
+                final = done.wait()
+            if error is None and racing and changes < changes_wanted:
+                error = f"the writer stopped at {final} after {changes} new models, expected {changes_wanted}"
+        comm.Barrier()
+    _all_ok(comm, error)
+
+
+@pytest.mark.mpi(min_size=2)
 def test_no_torn_reads_all_to_all() -> None:
     """Every rank publishes and read_all()s on a complete graph; rows stay whole and monotone."""
     comm = MPI.COMM_WORLD

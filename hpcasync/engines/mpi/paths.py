@@ -29,15 +29,14 @@ class NumberedSlots(ModelSlots):
         never share its buffer with the next write). A skip by an even count
         would reuse the buffer of the model readers are copying, so such a
         model is published one number lower (a staleness figure one too high
-        for that model). Not yet verified under a hammering reader with the
-        3-flush publication of slots.py: a test of it failed and was removed
-        (issue note); open.
+        for that model). While it is written, the slot's word names the model
+        published before it (``_publish``), so readers label every copy with
+        the number of the model it holds (test_windows.py, skipping numbers).
         """
         number = max(int(number), self.published + 1)
         if (number - self.published) % 2 == 0:
             number -= 1
-        self.published = number - 1
-        return self.publish(x)
+        return self._publish(x, number)
 
 
 class NumberedSharedSlots(NumberedSlots, SharedSlots):

@@ -182,24 +182,25 @@ class SharedSlots(ModelSlots):
             self._node = MPI.COMM_NULL
 
     # -- writer ----------------------------------------------------------------------------
-    def publish(self, x: np.ndarray) -> int:
-        """§5.1's publication: plain stores + fences to same-node targets, RMA to the others."""
+    def _publish(self, x: np.ndarray, u: int) -> int:
+        """§5.1's publication: plain stores + fences to same-node targets, RMA to the others
+        (words as :meth:`ModelSlots._publish`)."""
         self.check_open()
         if type(x) is not np.ndarray or x.dtype != self.dtype or not x.flags.c_contiguous:
             x = self._as_model(x, "x")
         elif x.shape != self._shape:
             raise ValueError(f"x has shape {x.shape}, expected ({self.dim},)")
-        u = self.published + 1
+        opening = 2 * self.published + 1
         peers, fence = self._peers, self._fence
         wwin, dwin = self._word_win, self._data_win
         remote = self._word_targets
         word, replace = self._word_spec, MPI.REPLACE
 
-        self._word[0] = 2 * u - 1
+        self._word[0] = opening
         for j, k, old in remote:
             wwin.Fetch_and_op(word, old, j, k, replace)
         for words, k, _ in peers:
-            words[k] = 2 * u - 1
+            words[k] = opening
         if remote:
             wwin.Flush_all()
         fence()  # word stores before data stores (module docstring)

@@ -54,7 +54,7 @@ class ModelSlots(Epoch):
     latency (a publish is 3 flushes either way).
 
     Word value w of a slot: model ⌊w/2⌋ is complete in buffer ⌊w/2⌋ mod 2, and
-    w odd means model ⌊w/2⌋+1 is being written into the other buffer. Both
+    w odd means a newer model is being written into the other buffer. Both
     buffers start as ``x0``, which is "model 0", so readers need no special
     case before the first publication.
 
@@ -191,17 +191,22 @@ class ModelSlots(Epoch):
         requires; a flush completes each step at every target before the next
         step is issued. Returns u. ``x`` may be modified as soon as this returns.
         """
+        return self._publish(x, self.published + 1)
+
+    def _publish(self, x: np.ndarray, u: int) -> int:
+        """Publish ``x`` as model ``u`` (> :attr:`published`, of the other parity). The opening
+        word is 2p+1, p the last model (= 2u−1 unless numbers skip), so that a reader labels a copy
+        with the number of the model it holds (docs/design.md §5.1)."""
         self.check_open()
         if type(x) is not np.ndarray or x.dtype != self.dtype or not x.flags.c_contiguous:
             x = self._as_model(x, "x")  # copies only an array of another dtype or a strided one
         elif x.shape != self._shape:
             raise ValueError(f"x has shape {x.shape}, expected ({self.dim},)")
-        u = self.published + 1
         dim = self.dim
         wwin, dwin = self._word_win, self._data_win
         word, replace = self._word_spec, MPI.REPLACE
 
-        self._word[0] = 2 * u - 1
+        self._word[0] = 2 * self.published + 1
         for j, k, old in self._word_targets:
             wwin.Fetch_and_op(word, old, j, k, replace)
         self._flush(wwin)
@@ -280,7 +285,7 @@ class ModelSlots(Epoch):
                 out[r] = data[2 * slots[r] + d % 2]
             self._data_win.Sync()  # order the copy before the second fetch
             w2 = self._fetch_words(slots, self._w2)
-            # Buffer d mod 2 is rewritten only by model d+2, announced by word 2d+3.
+            # Buffer d mod 2 is rewritten only by the second model after d, announced by a word ≥ 2d+3.
             torn = [r for r in todo if w2[r] >= 2 * versions[r] + 3]
             if not torn:
                 return np.array(versions, np.int64)
@@ -345,8 +350,8 @@ class ModelSlots(Epoch):
         """End the read begun by :meth:`open_views`: the slots whose buffer may have
         been rewritten while it was in use (usually none).
 
-        Buffer d mod 2 is rewritten only by model d+2, announced by word 2d+3
-        before its data is written; a slot listed here must be read again
+        Buffer d mod 2 is rewritten only by the second model published after
+        d, announced by a word ≥ 2d+3 before its data is written; a slot listed here must be read again
         (:meth:`read`/:meth:`read_all`), and anything computed from its view
         discarded.
         """
