@@ -20,6 +20,7 @@ from hpcasync.cli.main import main
 from hpcasync.engines.sim.checkpoint import capture
 from hpcasync.engines.sim.runner import simulate
 from hpcasync.errors import UserError
+from hpcasync.results import checkpoint
 from hpcasync.results.reader import open_run
 from hpcasync.results.schema import EVALUATION_NAMES, UPDATE_NAMES
 from tests.conftest import make_config
@@ -82,6 +83,30 @@ def test_interrupt_and_resume_is_the_uninterrupted_run(name: str, case: int, tmp
         assert got["complete"] and all(f == (True, False) for f in got["flags"])
         assert_same(got, ref)
         assert not (out / "checkpoint" / "sim.h5").exists()
+
+
+#: the four algorithms whose loops block in more than their gradient: (config, the op a cut must catch)
+BLOCKING = {"dasgd": ({"max_staleness": 2}, "WaitFlooded"), "dsgd-aau": ({}, "WaitArrival"),
+            "prague": ({"group_size": 3}, "GroupAverage"), "asbcd": ({}, "Settle")}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKING))
+def test_resume_inside_a_blocking_op_is_the_uninterrupted_run(name: str, tmp_path: Path) -> None:
+    """Cut while agents wait in their algorithm's own blocking op (DASGD's staleness bound, Pathsearch,
+    a pending Prague group, ASBCD's read): the flood, the groups and the loop's phase come back."""
+    section, op = BLOCKING[name]
+    cfg = config(name, algorithm={"name": name, **section}, delays={"case": 5}, budget={"time": 30.0})
+    full = simulate(cfg, tmp_path / "full")
+    ref = read_run(tmp_path / "full")
+    caught = []
+    for at in (full.events // 7, full.events // 5, full.events // 3, full.events // 2):
+        out = tmp_path / f"cut{at}"
+        simulate(cfg, out, interrupt_at_events=at)
+        _, state = checkpoint.read(out / "checkpoint" / "sim.h5")
+        caught.append(state["ops"].count(op))
+        simulate(cfg, out, resume=True)
+        assert_same(read_run(out), ref)
+    assert sum(caught) > 0, f"no cut caught an agent in {op}: {caught}"
 
 
 def test_two_interruptions(tmp_path: Path) -> None:

@@ -53,12 +53,12 @@ def block_bounds(d: int, n: int) -> np.ndarray:
 @register
 class ASBCD(Algorithm):
     name = "asbcd"
-    resumable = False  # its relayed block buffer and versions are transport state no checkpoint holds yet
     payload = "model"
     requires = frozenset({"push_model"})
     memory_models = "deg + 2"
-    #: the message holds the buffer x̂_i (x is a view of it) and the block versions
-    checkpoint_state = (*Algorithm.checkpoint_state, "message")
+    #: the message holds the buffer x̂_i (x is a view of it) and the block versions; ``assembled``
+    #: says whether the suspended op is the gradient (True) or the read before it (False)
+    checkpoint_state = (*Algorithm.checkpoint_state, "message", "assembled")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
@@ -69,6 +69,7 @@ class ASBCD(Algorithm):
         self.message[:d] = self.x
         self.x = self.message[:d]
         self.versions = self.message[d:]  # v_i[b]: the update count of block b's copy in x̂_i
+        self.assembled = False
 
     def initial_message(self) -> np.ndarray:
         return self.message
@@ -93,10 +94,14 @@ class ASBCD(Algorithm):
     def run(self, t: Transport) -> OpGenerator:
         lo, hi = self.lo, self.hi
         while True:
-            yield from t.settle()
-            self.assemble(t.latest_models())
+            # a resumed run re-enters at the op it was suspended at: the read, or the gradient after it
+            if not self.assembled:
+                yield from t.settle()
+                self.assemble(t.latest_models())
+                self.assembled = True
             g = yield from t.gradient(self.x)
             self.x[lo:hi] -= self.alpha() * g[lo:hi]
             self.iteration += 1
             self.versions[self.rank] = self.iteration
+            self.assembled = False
             t.push_model(self.message)

@@ -166,13 +166,16 @@ class Algorithm(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved. Arrays are written in place where the shape fits,
-        so views (RFAST's v, σ) and engine bindings (AD-PSGD's window-backed x) survive."""
+        so views (RFAST's v, σ) and engine bindings (AD-PSGD's window-backed x) survive; a
+        property (DSGD-AAU's packed Pathsearch state) is set through its setter."""
         missing = [k for k in self.checkpoint_state if k not in state]
         if missing:
             raise KeyError(f"{type(self).__name__}: checkpoint lacks {', '.join(missing)}")
         for key in self.checkpoint_state:
             current, value = getattr(self, key), state[key]
-            if isinstance(current, np.ndarray):
+            if isinstance(getattr(type(self), key, None), property):  # computed: its setter rebuilds it
+                setattr(self, key, np.asarray(value) if isinstance(current, np.ndarray) else type(current)(value))
+            elif isinstance(current, np.ndarray):
                 value = np.asarray(value)
                 if current.shape == value.shape:
                     current[...] = value

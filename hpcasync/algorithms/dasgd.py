@@ -57,20 +57,22 @@ def pairwise_staleness(clocks: np.ndarray) -> tuple[float, float]:
 @register
 class DASGD(Algorithm):
     name = "dasgd"
-    resumable = False  # flooded gradients in flight and the vector clocks are not in the checkpoint yet
     payload = "none"
     requires = frozenset({"flood"})
     needs_lossless = True
     own_staleness = True
     vector_clock = True
     memory_models = "2 + in-flight gradients (≤ 2B·(n−1))"
-    checkpoint_state = (*Algorithm.checkpoint_state, "clock")
+    #: ``phase``: where the loop is suspended ("read": at no op yet, "wait": in wait_flooded,
+    #: "gradient": in the gradient), so a resumed run re-enters at the same op
+    checkpoint_state = (*Algorithm.checkpoint_state, "clock", "waits", "phase")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
         self.clock = np.zeros(setup.n, np.int64)  # c_i
         self.bound = int(setup.max_staleness)
         self.waits = 0  # times the staleness bound held this agent back
+        self.phase = "read"
 
     def staleness_of(self, iterations: np.ndarray) -> float:
         return float(np.sum(iterations - self.clock))
@@ -86,15 +88,20 @@ class DASGD(Algorithm):
     def run(self, t: Transport) -> OpGenerator:
         rank = self.rank
         while True:
-            self.apply(t.flooded())
-            while self.bound and self.iteration - int(self.clock.min()) >= self.bound:
-                self.waits += 1
+            if self.phase == "wait":
                 yield from t.wait_flooded()
+            if self.phase != "gradient":
                 self.apply(t.flooded())
+                if self.bound and self.iteration - int(self.clock.min()) >= self.bound:
+                    self.waits += 1
+                    self.phase = "wait"
+                    continue
+                self.phase = "gradient"
             g = yield from t.gradient(self.x)
             axpy(self.x, -self.alpha(), g)
             self.iteration += 1
             self.clock[rank] = self.iteration
+            self.phase = "read"
             t.flood(g)
 
     def finish(self, t: Transport) -> None:

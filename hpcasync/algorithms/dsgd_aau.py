@@ -114,6 +114,26 @@ class PathState:
                 self.add(c, d)
         return True
 
+    def packed(self) -> np.ndarray:
+        """The whole state as one int64 vector (checkpoints): epoch, resets, the union-find parents,
+        then the counts and entries of nodes, edges and buffered later announcements."""
+        edges = sorted(self.edges)
+        return np.array([self.epoch, self.resets, *self._parent, len(self.nodes), *sorted(self.nodes),
+                         len(edges), *(v for e in edges for v in e),
+                         len(self._later), *(v for x in self._later for v in x)], np.int64)
+
+    def unpack(self, v: np.ndarray) -> None:
+        """Take back what :meth:`packed` gave (for the same n)."""
+        w = [int(a) for a in v]
+        n = self.n
+        self.epoch, self.resets, self._parent = w[0], w[1], w[2:2 + n]
+        k = 2 + n
+        self.nodes = set(w[k + 1:k + 1 + w[k]])
+        k += 1 + w[k]
+        self.edges = {(w[k + 1 + 2 * e], w[k + 2 + 2 * e]) for e in range(w[k])}
+        k += 1 + 2 * w[k]
+        self._later = [(w[k + 1 + 3 * e], w[k + 2 + 3 * e], w[k + 3 + 3 * e]) for e in range(w[k])]
+
     def announced(self, epoch: int, a: int, b: int) -> bool:
         """An edge announced by another worker; True if (P, V) changed here."""
         if epoch < self.epoch or (epoch == self.epoch and (min(a, b), max(a, b)) in self.edges):
@@ -148,12 +168,13 @@ def star_weights(active: int) -> tuple[float, float]:
 @register
 class DSGDAAU(Algorithm):
     name = "dsgd-aau"
-    resumable = False  # Pathsearch's (P, V) and the flood in flight are not in the checkpoint yet
     payload = "model"
     requires = frozenset({"push_model", "flood", "wait_arrival"})
     needs_lossless = True
     memory_models = "deg + 3"
-    checkpoint_state = (*Algorithm.checkpoint_state, "message", "used")
+    #: ``pathsearch``: (P, V) packed; ``phase``: the op the loop is suspended at ("gradient", "wait":
+    #: wait_arrival, "settle"), so a resumed run re-enters there
+    checkpoint_state = (*Algorithm.checkpoint_state, "message", "used", "pathsearch", "edges_found", "phase")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
@@ -164,6 +185,15 @@ class DSGDAAU(Algorithm):
         self.used = np.zeros(0)  # per in-neighbour: the update count of the w̃ last averaged in
         self.active_sizes: list[int] = []  # |A| of every averaging (tests, reports)
         self.edges_found = 0  # edges this worker established (and announced)
+        self.phase = "gradient"
+
+    @property
+    def pathsearch(self) -> np.ndarray:
+        return self.path.packed()
+
+    @pathsearch.setter
+    def pathsearch(self, v: np.ndarray) -> None:
+        self.path.unpack(v)
 
     def initial_message(self) -> np.ndarray:
         return self.message
@@ -182,31 +212,33 @@ class DSGDAAU(Algorithm):
             self.used = np.zeros(len(nbrs))
         j = self.rank
         while True:
-            g = yield from t.gradient(self.x)
-            wt = self.message[:d]
-            np.copyto(wt, self.x)
-            axpy(wt, -self.alpha(), g)
-            self.message[d] = self.iteration + 1
-            t.push_model(self.message)
-            self._hear(t)  # edges established while j computed belong to iterations it missed
-            while True:
-                rows = t.latest_models()
-                fresh = np.flatnonzero(rows[:, d] > self.used)
-                found = [nbrs[k] for k in fresh if self.path.is_new(j, nbrs[k])]
-                if found:
-                    epoch = self.path.epoch
-                    for i in found:
-                        if self.path.epoch == epoch and self.path.is_new(j, i):
-                            self.path.add(j, i)
-                            t.flood(np.array([epoch, j, i], np.int64))
-                            self.edges_found += 1
-                    break
-                if self._hear(t):
-                    break
+            if self.phase == "gradient":
+                g = yield from t.gradient(self.x)
+                wt = self.message[:d]
+                np.copyto(wt, self.x)
+                axpy(wt, -self.alpha(), g)
+                self.message[d] = self.iteration + 1
+                t.push_model(self.message)
+                self._hear(t)  # edges established while j computed belong to iterations it missed
+            elif self.phase == "wait":
                 yield from t.wait_arrival()
+                self.phase = "settle"
+            if self.phase == "settle":
                 yield from t.settle()  # take in everything landing at this instant, not just the first
+            wt = self.message[:d]
             rows = t.latest_models()
             fresh = np.flatnonzero(rows[:, d] > self.used)
+            found = [nbrs[k] for k in fresh if self.path.is_new(j, nbrs[k])]
+            if found:
+                epoch = self.path.epoch
+                for i in found:
+                    if self.path.epoch == epoch and self.path.is_new(j, i):
+                        self.path.add(j, i)
+                        t.flood(np.array([epoch, j, i], np.int64))
+                        self.edges_found += 1
+            elif not self._hear(t):  # no new edge yet: wait for some neighbour's progress
+                self.phase = "wait"
+                continue
             w_self, w_nbr = star_weights(1 + fresh.size)
             self.x *= 0.0
             axpy(self.x, w_self, wt)
@@ -215,6 +247,7 @@ class DSGDAAU(Algorithm):
             self.used[fresh] = rows[fresh, d]
             self.active_sizes.append(1 + int(fresh.size))
             self.iteration += 1
+            self.phase = "gradient"
 
     def finish(self, t: Transport) -> None:
         """Take in the announcements still travelling (on MPI: so that no message is left in flight)."""

@@ -40,8 +40,9 @@ class Prague(Algorithm):
     mixes_stale_copies = False
     staleness_note = "averages the current models of its group (partial all-reduce)"
     memory_models = "group_size + 1"
-    resumable = False  # the group generator's pending groups are engine state, not in the checkpoint yet
-    checkpoint_state = (*Algorithm.checkpoint_state, "rng")
+    #: ``order``: the permutation of the pending request; ``phase``: the op the loop is suspended at
+    #: ("gradient" or "group"), so a resumed run re-enters there with the same request
+    checkpoint_state = (*Algorithm.checkpoint_state, "rng", "order", "phase")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
@@ -49,6 +50,8 @@ class Prague(Algorithm):
         # each worker's own stream of group choices (as AD-PSGD's peer choices)
         self.rng = np.random.default_rng([setup.n, setup.rank, 0x9A6E])
         self.group_sizes: list[int] = []  # |S| of every P-Reduce (tests, reports)
+        self.order = np.arange(setup.n)
+        self.phase = "gradient"
 
     @staticmethod
     def group_size_of(section: Any) -> int:
@@ -60,9 +63,12 @@ class Prague(Algorithm):
 
     def run(self, t: Transport) -> OpGenerator:
         while True:
-            g = yield from t.gradient(self.x)
-            axpy(self.x, -self.alpha(), g)
-            self.iteration += 1
-            order = self.rng.permutation(t.n)
-            members = yield from t.group_average(self.x, order, self.size)
+            if self.phase == "gradient":
+                g = yield from t.gradient(self.x)
+                axpy(self.x, -self.alpha(), g)
+                self.iteration += 1
+                self.order = self.rng.permutation(t.n)
+                self.phase = "group"
+            members = yield from t.group_average(self.x, self.order, self.size)
             self.group_sizes.append(len(members))
+            self.phase = "gradient"

@@ -6,8 +6,11 @@ Run: ``mpiexec -n 4 python -m pytest --with-mpi tests/mpi/test_resume_mpi.py -q`
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,9 +166,9 @@ def test_resume_refusals(dirs, monkeypatch) -> None:
 
 
 @pytest.mark.mpi(min_size=4)
-@pytest.mark.parametrize("name", ["adsgd", "rfast", "adpsgd"])
+@pytest.mark.parametrize("name", ["adsgd", "rfast", "adpsgd", "asbcd"])
 def test_async_resume_starts_from_the_checkpointed_windows(dirs, name: str, monkeypatch) -> None:
-    """Model slots (ADSGD, RFAST) hold again each neighbour's last message, AD-PSGD's pair window the
+    """Model slots (ADSGD, RFAST, ASBCD) hold again each neighbour's last message, AD-PSGD's pair window the
     agent's model, when the resumed ranks start; the rows go on without a gap."""
     comm = MPI.COMM_WORLD
     n = comm.size if comm.size % 2 == 0 else comm.size - 1  # AD-PSGD: a bipartite ring
@@ -220,3 +223,47 @@ def test_dsgd_interrupted_twice(dirs, monkeypatch) -> None:
     np.testing.assert_array_equal(rows["iteration"], np.arange(1, 31))
     with h5py.File(cut / f"rank-{comm.rank:05d}.h5", "r") as f:
         assert f.attrs["resumes"] == 2 and f["trace/compute_s"].shape == (30,)  # one trace across resumes
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.parametrize("name", ["dasgd", "dsgd-aau", "prague"])
+def test_flood_and_group_algorithms_resume(dirs, name: str, monkeypatch) -> None:
+    """DASGD and DSGD-AAU resume their floods from the checkpointed sequence numbers (a duplicate or a gap
+    would stop DASGD with an error), Prague starts with no group pending; all finish their budgets, the
+    rows go on without a gap, and DASGD ends with every gradient applied once everywhere. The stop is a
+    real SIGUSR1 to every rank at once, as from a scheduler, so ranks waiting in Pathsearch or for a
+    group stop there too."""
+    comm = MPI.COMM_WORLD
+    cfg = _config(comm.size, False, algorithm={"name": name}, budget={"time": 1.0, "gradients": 0},
+                  delays={"model": "case", "case": 1}, mpi={"time_unit": 0.002})
+    _, cut = dirs
+    real_loop, timers = Worker.loop, []
+
+    def loop(self: Worker) -> None:  # the loops start together, behind the start barrier
+        timers.append(threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGUSR1)))
+        timers[-1].start()
+        real_loop(self)
+
+    monkeypatch.setattr(Worker, "loop", loop)
+    try:
+        res = run_rank(cfg, cut, comm, abort_on_error=False)
+    finally:
+        for timer in timers:
+            timer.cancel()
+    monkeypatch.setattr(Worker, "loop", real_loop)
+    assert res.interrupted == "SIGUSR1" and res.wall_s < 0.9
+    with h5py.File(cut / "checkpoint" / f"rank-{comm.rank:05d}.h5", "r") as f:
+        seen = f["state/flood_seen"][()] if "flood_seen" in f["state"] else None
+    assert (seen is not None) == (name != "prague")
+    if name == "dasgd":  # quiesced at the checkpoint: every origin's gradients applied here
+        np.testing.assert_array_equal(seen, res.agent.clock)
+        np.testing.assert_array_equal(seen, comm.allgather(res.agent.iteration))
+    done = run_rank(cfg, cut, comm, abort_on_error=False, resume=True)
+    assert done.agent.iteration > res.agent.iteration and not done.interrupted
+    rows = _rows(cut / f"rank-{comm.rank:05d}.h5")
+    np.testing.assert_array_equal(np.diff(rows["iteration"]), 1)
+    assert rows["complete"]
+    if name == "dasgd":
+        np.testing.assert_array_equal(done.agent.clock, comm.allgather(done.agent.iteration))
+        xs = _gather(comm, done, "x")
+        np.testing.assert_allclose(xs, np.broadcast_to(xs[0], xs.shape), rtol=0, atol=1e-10)

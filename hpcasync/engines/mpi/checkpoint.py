@@ -15,10 +15,13 @@ checkpoint no message is in flight.
 
 What lives in windows is put back before the resumed ranks start (a
 barrier): Alg. 3's s_i is the accumulator window's initial content; AD-PSGD's
-x_i its pair window's; the model slots (ADSGD, RFAST) are refilled by each
-rank publishing again, under the same model number, the message it had
+x_i its pair window's; the model slots (ADSGD, RFAST, ASBCD) are refilled by
+each rank publishing again, under the same model number, the message it had
 published last — read back from an out-neighbour's window at the
 checkpoint (``fetch_published``) — so every slot holds what it held.
+DASGD's flood is quiesced by its ``finish`` (every gradient applied
+everywhere); the checkpoint keeps what the flood accepted of each origin, so
+de-duplication and the rank's own sequence numbers go on from there.
 Synchronous runs continue exactly; asynchronous ones continue from this
 consistent state (their interleaving depends on timing anyway).
 """
@@ -83,6 +86,8 @@ def save_worker(out: Path, w: Any, wall: float, signame: str, run_rows: int | No
     if slots is not None and w.t.out_neighbors:  # what the out-neighbours' slots hold of this rank
         message = np.empty(w.t.message_dim, w.t.dtype)
         state["published"] = {"message": message, "number": int(slots.fetch_published(message))}
+    if w.t.flood_channel is not None:  # quiesced by the algorithm's finish: nothing in flight or early
+        state["flood_seen"] = w.t.flood_channel.state.seen.copy()
     checkpoint.write(path_of(out, rank), state, _attrs(setup.cfg, rank, setup.world.comm.Get_size(), signame))
     return time.perf_counter() - t0
 
@@ -120,10 +125,13 @@ def restore_rank(setup: Any, state: dict[str, Any]) -> None:
 
 
 def restore_windows(transport: Any, state: dict[str, Any]) -> None:
-    """Refill the out-neighbours' slots with this rank's last message (collective: a barrier follows)."""
+    """Refill the out-neighbours' slots with this rank's last message (collective: a barrier follows),
+    and put back what the flood has accepted of each origin (DASGD)."""
     if "published" in state and transport.slots is not None:
         transport.slots.publish_as(state["published"]["message"], state["published"]["number"])
     transport.versions[...] = state["versions"]
+    if "flood_seen" in state and transport.flood_channel is not None:  # de-duplication and own numbers go on
+        transport.flood_channel.state.seen[...] = state["flood_seen"]
 
 
 def restore_worker(w: Any, state: dict[str, Any]) -> None:

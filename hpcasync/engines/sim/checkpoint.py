@@ -4,9 +4,9 @@ A simulator is checkpointed between two events (``Simulator.run`` returns with
 ``interrupted`` set). At that moment every agent's generator is suspended at
 the op it yielded last (``Simulator.ops``) and everything else is data: the
 event heap (times, priorities, sequence numbers, payloads: gradients, means,
-exchange results, packets in flight), the outboxes and slots of the
-transports, the round bookkeeping of exchanges, collectives and pair
-exchanges, the clocks, the random streams of oracles and delays, and each
+exchange results, packets in flight), the outboxes, slots and flood
+state of the transports, the round bookkeeping of exchanges, collectives,
+pair exchanges and Prague's pending groups, the clocks, the random streams of oracles and delays, and each
 agent's :meth:`~hpcasync.algorithms.base.Algorithm.state_dict`.
 
 Generators cannot be saved. A resumed simulator is built from the same
@@ -15,8 +15,9 @@ restored attributes: a resumable algorithm (``Algorithm.resumable``) then
 yields, before doing anything else, the very op its old generator was
 suspended at (checked: same op type). That op is not performed again — its
 answer is already in the heap — so the run continues bit for bit. The only
-payload holding a reference into an agent, a pair exchange's ``v`` (AD-PSGD's
-x_i), is rebound to the restarted generator's op.
+payloads holding a reference into an agent, a pair exchange's ``v`` (AD-PSGD's
+x_i) and a pending group's joined models (Prague's x_i), are rebound to the
+restarted generators' ops.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from typing import Any
 import numpy as np
 
 from hpcasync.engines.sim.engine import AgentClock, Simulator
-from hpcasync.engines.sim.events import DELIVER, PAIR, RESUME
+from hpcasync.engines.sim.events import DELIVER, GROUP, PAIR, RESUME
+from hpcasync.engines.sim.groups import Group
 from hpcasync.engines.sim.transport import Packet, SimTransport
 from hpcasync.errors import UserError
 
 _CLOCK_FIELDS = ("compute_units", "wait_units", "blocked_since", "gradient_s", "last_loss", "last_grad_norm")
-_TRANSPORT_FIELDS = ("bytes_sent", "messages_sent", "published", "received", "slots", "inbox", "busy")
+_TRANSPORT_FIELDS = ("bytes_sent", "messages_sent", "published", "received", "slots", "inbox", "busy", "fresh",
+                     "arrival_waiting", "flood_bytes")
 
 
 def _rng(g: np.random.Generator) -> str:
@@ -51,7 +54,8 @@ def _packet(p: Packet) -> dict[str, Any]:
         raise UserError("simulator checkpoint: a control message (send_small) is not a plain scalar")
     return {"model": None if p.model is None else p.model.copy(), "version": int(p.version),
             "deltas": {int(j): d.copy() for j, d in p.deltas.items()}, "delta_version": int(p.delta_version),
-            "small": [[int(j), obj] for j, obj in p.small]}
+            "small": [[int(j), obj] for j, obj in p.small],
+            "flood": [[int(o), int(q), v.copy(), int(skip)] for o, q, v, skip in p.flood]}
 
 
 def _unpacket(s: dict[str, Any]) -> Packet:
@@ -61,6 +65,7 @@ def _unpacket(s: dict[str, Any]) -> Packet:
     p.deltas = dict(s["deltas"])
     p.delta_version = s["delta_version"]
     p.small = [(int(j), obj) for j, obj in s["small"]]
+    p.flood = [(int(o), int(q), v, int(skip)) for o, q, v, skip in s.get("flood", [])]
     return p
 
 
@@ -69,11 +74,17 @@ def _transport(tr: SimTransport) -> dict[str, Any]:
     state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()}
     state["queued"] = _packet(tr.queued)
     state["inbox_small"] = [[int(j), obj] for j, obj in tr.inbox_small]
+    fs = tr.flood_state
+    state["flood"] = {"seen": fs.seen.copy(), "pending": [[int(o), int(q), v.copy()] for o, q, v in fs.pending],
+                      "early": [[int(o), int(q), v.copy()] for (o, q), v in fs.early.items()],
+                      "duplicates": int(fs.duplicates), "waiting": bool(fs.waiting)}
     return state
 
 
 def _load_transport(tr: SimTransport, s: dict[str, Any]) -> None:
     for k in _TRANSPORT_FIELDS:
+        if k not in s:  # a field added after this checkpoint was written: keep the fresh value
+            continue
         current = getattr(tr, k)
         if isinstance(current, np.ndarray):
             current[...] = s[k]
@@ -81,14 +92,45 @@ def _load_transport(tr: SimTransport, s: dict[str, Any]) -> None:
             setattr(tr, k, type(current)(s[k]))
     tr.queued = _unpacket(s["queued"])
     tr.inbox_small = [(int(j), obj) for j, obj in s["inbox_small"]]
+    fs, f = tr.flood_state, s.get("flood")
+    if f is None:  # a checkpoint written before floods were kept: it has none
+        return
+    fs.seen[...] = f["seen"]
+    fs.pending = [(int(o), int(q), v) for o, q, v in f["pending"]]
+    fs.early = {(int(o), int(q)): v for o, q, v in f["early"]}
+    fs.duplicates, fs.waiting = int(f["duplicates"]), bool(f["waiting"])
 
 
-def _event(kind: int, b: Any) -> Any:
+def _event(kind: int, b: Any, groups: dict[int, int]) -> Any:
     if kind == DELIVER:
         return _packet(b)
     if kind == PAIR:
         return int(b[0])  # (peer, v): v is the agent's x, rebound on restore
+    if kind == GROUP:
+        return groups[id(b)]  # the pending group's index in the checkpoint's list
     return b.copy() if isinstance(b, np.ndarray) else b
+
+
+def _groups(sim: Simulator) -> tuple[dict[str, Any], dict[int, int]]:
+    """Prague's pending groups (a member's joined model is its x, rebound on restore) and their index."""
+    pending = list({id(g): g for g in getattr(sim, "_group_of", []) if g is not None}.values())
+    index = {id(g): k for k, g in enumerate(pending)}
+    state = {"of": np.array([-1 if g is None else index[id(g)] for g in getattr(sim, "_group_of", [])], np.int64),
+             "groups": [{"members": np.array(g.members, np.int64), "formed": float(g.formed),
+                         "joined": np.array(list(g.joined), np.int64),
+                         "arrival": np.array([t for t, _ in g.joined.values()], np.float64)} for g in pending],
+             "log": [[float(f), float(d), np.array(m, np.int64)] for f, d, m in getattr(sim, "group_log", [])]}
+    return state, index
+
+
+def _load_groups(sim: Simulator, s: dict[str, Any]) -> list[Group]:
+    pending = [Group([int(m) for m in g["members"]], float(g["formed"]),
+                     {int(i): (float(t), sim.ops[int(i)].v) for i, t in zip(g["joined"], g["arrival"], strict=True)})
+               for g in s["groups"]]
+    if len(s["of"]):
+        sim._group_of = [None if k < 0 else pending[k] for k in s["of"]]
+        sim.group_log = [(f, d, tuple(int(m) for m in ms)) for f, d, ms in s["log"]]
+    return pending
 
 
 def capture(sim: Simulator) -> dict[str, Any]:
@@ -99,6 +141,7 @@ def capture(sim: Simulator) -> dict[str, Any]:
     if refusing:
         raise UserError(f"algorithm {', '.join(refusing)}: cannot be checkpointed (resumable = False)")
     heap = sorted(sim._heap)
+    groups, group_index = _groups(sim)
     ex = sim._exchange
     d = sim.delays
     state: dict[str, Any] = {
@@ -107,7 +150,8 @@ def capture(sim: Simulator) -> dict[str, Any]:
         "heap": {"t": np.array([e[0] for e in heap], np.float64),
                  "prio": np.array([e[1] for e in heap], np.int64), "seq": np.array([e[2] for e in heap], np.int64),
                  "kind": np.array([e[3] for e in heap], np.int64), "agent": np.array([e[4] for e in heap], np.int64),
-                 "payload": [_event(e[3], e[5]) for e in heap]},
+                 "payload": [_event(e[3], e[5], group_index) for e in heap]},
+        "groups": groups,
         "ops": ["" if op is None else type(op).__name__ for op in sim.ops],
         "agents": [a.state_dict() for a in sim.agents],
         "oracles": [o.state_dict() for o in sim.oracles],
@@ -166,6 +210,7 @@ def restore(sim: Simulator, state: dict[str, Any]) -> None:
             raise UserError(f"checkpoint: agent {i} restarted at {type(op).__name__}, was suspended at {name}; "
                             f"algorithm {type(sim.agents[i]).name!r} does not resume exactly")
         sim.ops[i] = op
+    pending = _load_groups(sim, state.get("groups", {"of": [], "groups": [], "log": []}))
     h = state["heap"]
     sim._heap = []
     for t, prio, seq, kind, a, b in zip(h["t"], h["prio"], h["seq"], h["kind"], h["agent"], h["payload"],
@@ -175,6 +220,8 @@ def restore(sim: Simulator, state: dict[str, Any]) -> None:
             b = _unpacket(b)
         elif kind == PAIR:
             b = (int(b), sim.ops[a].v)
+        elif kind == GROUP:
+            b = pending[int(b)]
         elif kind == RESUME and isinstance(b, np.ndarray):
             b = b.copy()
         sim._heap.append((float(t), int(prio), int(seq), kind, a, b))
