@@ -40,14 +40,18 @@ def read_run(out: Path) -> dict:
         res = {"complete": bool(f.attrs["complete"]),
                "evals": np.stack([f["evaluations"][c][()] for c in EVAL_COLS], axis=1),
                "summary": {k: f["summary"].attrs.get(k) for k in ("virtual_time", "gradients", "events")}}
-    models, rows, flags = [], [], []
+    models, rows, flags, server = [], [], [], []
     for p in sorted(out.glob("rank-*.h5")):
         with h5py.File(p, "r") as f:
             if "final/model" in f:
                 models.append(f["final/model"][()])
+            if "server_steps" in f:  # a parameter server's steps of this worker: (k, τ, virtual time)
+                steps = f["server_steps"]
+                server.append(np.stack([steps[c][()] for c in ("step", "tau", "virtual_time")], axis=1))
             rows.append(np.stack([f["updates"][c][()] for c in UPDATE_COLS], axis=1))
             flags.append((bool(f.attrs["complete"]), "interrupted" in f.attrs))
-    return {**res, "models": np.stack(models) if models else None, "rows": rows, "flags": flags}
+    return {**res, "models": np.stack(models) if models else None, "rows": rows, "flags": flags,
+            "server": server}
 
 
 def assert_same(a: dict, b: dict) -> None:
@@ -56,6 +60,9 @@ def assert_same(a: dict, b: dict) -> None:
     for ra, rb in zip(a["rows"], b["rows"], strict=True):
         np.testing.assert_array_equal(ra, rb)  # no gap, no duplicate, same values
     np.testing.assert_array_equal(a["evals"], b["evals"])
+    assert len(a["server"]) == len(b["server"])
+    for sa, sb in zip(a["server"], b["server"], strict=True):
+        np.testing.assert_array_equal(sa, sb)
     assert a["summary"] == b["summary"]
 
 
@@ -85,15 +92,19 @@ def test_interrupt_and_resume_is_the_uninterrupted_run(name: str, case: int, tmp
         assert not (out / "checkpoint" / "sim.h5").exists()
 
 
-#: the four algorithms whose loops block in more than their gradient: (config, the op a cut must catch)
+#: algorithms whose loops block in more than their gradient: (config, the op a cut must catch)
 BLOCKING = {"dasgd": ({"max_staleness": 2}, "WaitFlooded"), "dsgd-aau": ({}, "WaitArrival"),
-            "prague": ({"group_size": 3}, "GroupAverage"), "asbcd": ({}, "Settle")}
+            "prague": ({"group_size": 3}, "GroupAverage"), "asbcd": ({}, "Settle"),
+            "osgp": ({"overlap": 1}, "AwaitDeltas"), "sgp": ({}, "NeighborExchange"),
+            "minibatch-sgd": ({}, "AllreduceMean"), "async-sgd": ({}, "ServerStep")}
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKING))
 def test_resume_inside_a_blocking_op_is_the_uninterrupted_run(name: str, tmp_path: Path) -> None:
     """Cut while agents wait in their algorithm's own blocking op (DASGD's staleness bound, Pathsearch,
-    a pending Prague group, ASBCD's read): the flood, the groups and the loop's phase come back."""
+    a pending Prague group, ASBCD's read, OSGP's bound on outstanding rounds, a push-sum exchange, a
+    minibatch round, a parameter server's step): the flood, the groups, the blocked set and the loop's
+    phase come back."""
     section, op = BLOCKING[name]
     cfg = config(name, algorithm={"name": name, **section}, delays={"case": 5}, budget={"time": 30.0})
     full = simulate(cfg, tmp_path / "full")

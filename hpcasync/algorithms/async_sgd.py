@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+import numpy as np
+
 from hpcasync.algorithms.base import AgentSetup, Algorithm, StepSize, register
 from hpcasync.algorithms.transport import OpGenerator, Transport
 from hpcasync.errors import UserError
@@ -65,13 +67,13 @@ def delay_rule(name: str, step: StepSize, workers: int, smoothness: float = 0.0)
 @register
 class AsyncSGD(Algorithm):
     name = "async-sgd"
-    resumable = False  # the parameter server's x, k and in-flight steps are not in the checkpoint yet
     payload = "none"
     requires = frozenset({"server"})
     mixes_stale_copies = False
     staleness_note = "parameter server: the delay τ of every applied gradient is recorded instead"
     memory_models = "2"  # the model last received and the gradient; the server's x lives on rank 0 only
-    checkpoint_state = (*Algorithm.checkpoint_state, "version")
+    #: between the two yields of a step the gradient is kept, and where the step is
+    checkpoint_state = (*Algorithm.checkpoint_state, "version", "g", "stepping")
     #: every server step is indivisible (False: Hogwild!'s lock-free element-wise adds)
     atomic: ClassVar[bool] = True
 
@@ -81,11 +83,16 @@ class AsyncSGD(Algorithm):
         rule = getattr(opts, "step_rule", "constant")
         self.rule = delay_rule(rule, setup.step, setup.n, float(getattr(opts, "smoothness", 0.0)))
         self.version = 0  # the server's version of self.x (every worker starts from x0 = version 0)
+        self.g = np.zeros_like(self.x)
+        self.stepping = False  # True while the gradient travels to the server and the model back (a resume point)
 
     def run(self, t: Transport) -> OpGenerator:
         while True:
-            g = yield from t.gradient(self.x)
-            self.version, _ = yield from t.server_step(g, self.version, self.rule, self.x, self.atomic)
+            if not self.stepping:  # a resumed worker may restart in its server step
+                self.g = yield from t.gradient(self.x)
+                self.stepping = True
+            self.version, _ = yield from t.server_step(self.g, self.version, self.rule, self.x, self.atomic)
+            self.stepping = False
             self.iteration += 1
 
     def finish(self, t: Transport) -> None:

@@ -23,7 +23,6 @@ from hpcasync.algorithms.base import register
 @register
 class Hogwild(AsyncSGD):
     name = "hogwild"
-    resumable = False  # the parameter server's x, k and in-flight steps are not in the checkpoint yet
     atomic = False
     staleness_note = "lock-free shared model: reads may mix partial steps; τ recorded per gradient"
     plot_linestyle = ":"

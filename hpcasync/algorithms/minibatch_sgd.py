@@ -15,6 +15,8 @@ Every gradient of a round is applied with delay τ = 0.
 
 from __future__ import annotations
 
+import numpy as np
+
 from hpcasync.algorithms.base import AgentSetup, Algorithm, register
 from hpcasync.algorithms.transport import OpGenerator, Transport
 from hpcasync.kernels import axpy
@@ -23,22 +25,28 @@ from hpcasync.kernels import axpy
 @register
 class MinibatchSGD(Algorithm):
     name = "minibatch-sgd"
-    resumable = False  # the round's partial sum is not in the checkpoint yet
     synchronous = True
     payload = "none"
     requires = frozenset({"allreduce"})
     mixes_stale_copies = False
     staleness_note = "synchronous: the server steps with the M current gradients"
     memory_models = "3"
+    #: between the two yields of a round the gradient is kept, and where the round is
+    checkpoint_state = (*Algorithm.checkpoint_state, "g", "reducing")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
         reduce = getattr(setup.section, "reduce", "sum")
         self.scale = float(setup.n) if reduce == "sum" else 1.0
+        self.g = np.zeros_like(self.x)
+        self.reducing = False  # True while waiting in the round's allreduce (a resume point)
 
     def run(self, t: Transport) -> OpGenerator:
         while True:
-            g = yield from t.gradient(self.x)
-            gbar = yield from t.allreduce_mean(g)
+            if not self.reducing:  # a resumed agent may restart in the allreduce
+                self.g = yield from t.gradient(self.x)
+                self.reducing = True
+            gbar = yield from t.allreduce_mean(self.g)
+            self.reducing = False
             axpy(self.x, -self.alpha() * self.scale, gbar)
             self.iteration += 1

@@ -40,16 +40,18 @@ from hpcasync.errors import require
 @register
 class OSGP(PushSumAgent):
     name = "osgp"
-    resumable = False  # the outstanding rounds' counts are kept across a yield in locals, not attributes
     payload = "delta"
     requires = frozenset({"push_delta", "await_deltas"})
     counters = True
     memory_models = "deg + 4"
+    #: ``waiting``: the round's gradient is applied and its shares pushed; it waits for rounds ≤ k − τ
+    checkpoint_state = (*PushSumAgent.checkpoint_state, "waits", "waiting")
 
     def __init__(self, setup: AgentSetup) -> None:
         super().__init__(setup)
         self.overlap = self.overlap_of(setup.section)
         self.waits = 0  # await_deltas calls (rounds that found a message missing)
+        self.waiting = False  # True while in the round's wait (a resume point)
 
     @staticmethod
     def overlap_of(section: Any) -> int:
@@ -64,14 +66,17 @@ class OSGP(PushSumAgent):
         d = self.dim
         counts = slice(d + 1, d + 1 + len(sched.in_list))
         while True:
-            g = yield from t.gradient(self.x)
-            self.gradient_step(g)
-            self.push_shares(t, self.iteration % sched.period)
+            if not self.waiting:  # a resumed agent may restart in the wait, its shares already pushed
+                g = yield from t.gradient(self.x)
+                self.gradient_step(g)
+                self.push_shares(t, self.iteration % sched.period)
+                self.waiting = True
             need = sched.expected(self.iteration - self.overlap)
             t.drain_into(self.m)
             while (self.m[counts] < need).any():
                 self.waits += 1
                 yield from t.await_deltas()
                 t.drain_into(self.m)
+            self.waiting = False
             self.debias()
             self.iteration += 1

@@ -23,19 +23,24 @@ from __future__ import annotations
 import numpy as np
 
 from hpcasync.algorithms._pushsum import PushSumAgent
-from hpcasync.algorithms.base import register
+from hpcasync.algorithms.base import AgentSetup, register
 from hpcasync.algorithms.transport import OpGenerator, Transport
 
 
 @register
 class SGP(PushSumAgent):
     name = "sgp"
-    resumable = False  # the round's value is kept across its exchange in locals, not attributes
     synchronous = True
     payload = "none"
     requires = frozenset({"neighbor_exchange"})
     staleness_note = "synchronous rounds: mixes round-k push-sum messages only"
     memory_models = "deg + 4"
+    #: where the round is: between its two yields the step is already in m
+    checkpoint_state = (*PushSumAgent.checkpoint_state, "exchanging")
+
+    def __init__(self, setup: AgentSetup) -> None:
+        super().__init__(setup)
+        self.exchanging = False  # True while waiting in the round's exchange (a resume point)
 
     def run(self, t: Transport) -> OpGenerator:
         sched = self.schedule
@@ -43,9 +48,12 @@ class SGP(PushSumAgent):
         rows_w = [np.ascontiguousarray(row[order]) for row in sched.in_rows]
         keep = sched.keep
         while True:
-            g = yield from t.gradient(self.x)
-            self.gradient_step(g)
+            if not self.exchanging:  # a resumed agent may restart in the exchange
+                g = yield from t.gradient(self.x)
+                self.gradient_step(g)
+                self.exchanging = True
             rows = yield from t.neighbor_exchange(self.m)
+            self.exchanging = False
             r = self.iteration % sched.period
             self.m *= keep[r]
             if rows.shape[0]:

@@ -76,11 +76,14 @@ def _interrupted(cfg: Config, out: Path, at: int, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.mpi(min_size=3)
-@pytest.mark.parametrize("monitor", [False, True])
-def test_dsgd_interrupted_and_resumed_equals_uninterrupted(dirs, monitor: bool, monkeypatch) -> None:
+@pytest.mark.parametrize(("name", "monitor"), [("dsgd", False), ("dsgd", True), ("sgp", False),
+                                               ("minibatch-sgd", True)])
+def test_synchronous_run_interrupted_and_resumed_equals_uninterrupted(dirs, name: str, monitor: bool,
+                                                                      monkeypatch) -> None:
+    """DSGD, SGP (push-sum over the ring) and minibatch SGD stop after an agreed round and go on exactly."""
     comm = MPI.COMM_WORLD
     n = comm.size - 1 if monitor else comm.size
-    cfg = _config(n, monitor)
+    cfg = _config(n, monitor, algorithm={"name": name})
     full, cut = dirs
     ref = run_rank(cfg, full, comm, abort_on_error=False)
     res = _interrupted(cfg, cut, 10, monkeypatch)
@@ -204,6 +207,87 @@ def test_async_resume_starts_from_the_checkpointed_windows(dirs, name: str, monk
     rows = _rows(cut / f"rank-{comm.rank:05d}.h5")
     np.testing.assert_array_equal(np.diff(rows["iteration"]), 1)
     assert rows["complete"]
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.parametrize("name", ["osgp", "agp"])
+def test_push_sum_resume_conserves_mass(dirs, name: str, monkeypatch) -> None:
+    """Push-sum (Assran et al. 2020 eq. (10)): at the drained checkpoint and at the end of the resumed run
+    Σφ_i = n and Σw_i + Σ(applied steps) = n·x0, so no message was lost or doubled across the resume;
+    OSGP's per-sender counts are kept (it resumes inside its wait for outstanding rounds)."""
+    comm = MPI.COMM_WORLD
+    cfg = _config(comm.size, False, algorithm={"name": name}, budget={"time": 0.6, "gradients": 0},
+                  delays={"model": "case", "case": 5, "straggler": 0}, mpi={"time_unit": 0.002})
+    _, cut = dirs
+    res = _interrupted(cfg, cut, 12, monkeypatch)
+    assert res.interrupted == "SIGUSR1"
+    n, d = comm.size, res.agent.dim
+
+    def conserved(agent: Any) -> None:
+        m = np.stack(comm.allgather(np.array(agent.m[:d + 1])))
+        applied = np.stack(comm.allgather(np.array(agent.applied)))
+        assert abs(m[:, d].sum() - n) < 1e-9
+        np.testing.assert_allclose(m[:, :d].sum(axis=0) + applied.sum(axis=0), 0.0, atol=1e-9)  # x0 = 0
+
+    conserved(res.agent)
+    with h5py.File(cut / "checkpoint" / f"rank-{comm.rank:05d}.h5", "r") as f:
+        np.testing.assert_array_equal(f["state/agent/m"][()], res.agent.m)  # counters included
+    seen: dict[str, Any] = {}
+    real_loop = Worker.loop
+
+    def loop(self: Worker) -> None:  # what the resumed rank starts from
+        seen["m"], seen["applied"] = np.array(self.agent.m), np.array(self.agent.applied)
+        real_loop(self)
+
+    monkeypatch.setattr(Worker, "loop", loop)
+    done = run_rank(cfg, cut, comm, abort_on_error=False, resume=True)
+    np.testing.assert_array_equal(seen["m"], res.agent.m)
+    np.testing.assert_array_equal(seen["applied"], res.agent.applied)
+    assert np.abs(seen["applied"]).max() > 0  # not a fresh start
+    assert done.agent.iteration > res.agent.iteration and not done.interrupted
+    conserved(done.agent)
+    rows = _rows(cut / f"rank-{comm.rank:05d}.h5")
+    np.testing.assert_array_equal(np.diff(rows["iteration"]), 1)
+    assert rows["complete"]
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.parametrize(("name", "monitor"), [("async-sgd", False), ("async-sgd", True), ("hogwild", False)])
+def test_parameter_server_resumes_its_model_and_version(dirs, name: str, monitor: bool, monkeypatch) -> None:
+    """Rank 0's window holds again the server's x and version k at the checkpoint; the resumed steps are
+    numbered on from k (no step lost or counted twice: k at the end = Σ steps every worker logged)."""
+    comm = MPI.COMM_WORLD
+    n = comm.size - 1 if monitor else comm.size
+    cfg = _config(n, monitor, algorithm={"name": name}, budget={"time": 0.6, "gradients": 0},
+                  delays={"model": "case", "case": 1}, mpi={"time_unit": 0.002})
+    _, cut = dirs
+    res = _interrupted(cfg, cut, 12, monkeypatch)
+    assert res.interrupted == "SIGUSR1"
+    k_cut = None if res.agent is None else res.agent.version  # its finish read the server's x and k
+    seen: dict[str, Any] = {}
+    real_loop = Worker.loop
+
+    def loop(self: Worker) -> None:  # what the resumed rank starts from, behind the start barrier
+        x = np.empty_like(self.agent.x)
+        seen["k"], seen["x"], seen["agent_x"] = self.t.read_server(x), x, np.array(self.agent.x)
+        real_loop(self)
+
+    monkeypatch.setattr(Worker, "loop", loop)
+    done = run_rank(cfg, cut, comm, abort_on_error=False, resume=True)
+    steps = None
+    if res.agent is not None:
+        with h5py.File(cut / f"rank-{comm.rank:05d}.h5", "r") as f:
+            steps = f["server_steps/step"][()]
+    every = np.sort(np.concatenate([s for s in comm.allgather(steps) if s is not None]))
+    if res.agent is None:  # the monitor
+        return
+    assert k_cut > 0 and seen["k"] == k_cut  # SEQ = 2k again, not 0
+    np.testing.assert_array_equal(seen["x"], res.agent.x)
+    np.testing.assert_array_equal(seen["agent_x"], res.agent.x)
+    assert not done.interrupted and done.agent.iteration > res.agent.iteration
+    assert steps.size == done.agent.iteration  # the steps logged before the cut are kept
+    np.testing.assert_array_equal(every, np.arange(every.size))  # each version k taken by exactly one step
+    assert done.agent.version == every.size
 
 
 @pytest.mark.mpi(min_size=3)

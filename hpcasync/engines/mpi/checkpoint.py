@@ -21,7 +21,11 @@ published last — read back from an out-neighbour's window at the
 checkpoint (``fetch_published``) — so every slot holds what it held.
 DASGD's flood is quiesced by its ``finish`` (every gradient applied
 everywhere); the checkpoint keeps what the flood accepted of each origin, so
-de-duplication and the rank's own sequence numbers go on from there.
+de-duplication and the rank's own sequence numbers go on from there. A
+parameter server's x and version k (async-sgd, hogwild) are read from rank
+0's window after every step completed and written back there, and each rank
+keeps the steps it logged; every worker resumes from the server's model, which
+its ``finish`` read into its x.
 Synchronous runs continue exactly; asynchronous ones continue from this
 consistent state (their interleaving depends on timing anyway).
 """
@@ -88,6 +92,8 @@ def save_worker(out: Path, w: Any, wall: float, signame: str, run_rows: int | No
         state["published"] = {"message": message, "number": int(slots.fetch_published(message))}
     if w.t.flood_channel is not None:  # quiesced by the algorithm's finish: nothing in flight or early
         state["flood_seen"] = w.t.flood_channel.state.seen.copy()
+    if w.t.server is not None:  # every step has completed: the host's x and k, each rank's logged steps
+        state["server"] = w.t.server.state_dict()
     checkpoint.write(path_of(out, rank), state, _attrs(setup.cfg, rank, setup.world.comm.Get_size(), signame))
     return time.perf_counter() - t0
 
@@ -126,12 +132,14 @@ def restore_rank(setup: Any, state: dict[str, Any]) -> None:
 
 def restore_windows(transport: Any, state: dict[str, Any]) -> None:
     """Refill the out-neighbours' slots with this rank's last message (collective: a barrier follows),
-    and put back what the flood has accepted of each origin (DASGD)."""
+    put back what the flood has accepted of each origin (DASGD) and the parameter server's x and k."""
     if "published" in state and transport.slots is not None:
         transport.slots.publish_as(state["published"]["message"], state["published"]["number"])
     transport.versions[...] = state["versions"]
     if "flood_seen" in state and transport.flood_channel is not None:  # de-duplication and own numbers go on
         transport.flood_channel.state.seen[...] = state["flood_seen"]
+    if "server" in state and transport.server is not None:
+        transport.server.restore(state["server"])
 
 
 def restore_worker(w: Any, state: dict[str, Any]) -> None:

@@ -204,6 +204,8 @@ def run_monitor(setup: RunSetup, world: World, run_writer: RunWriter | None, res
             progress_mod.stop(progress)
             run_writer.close(complete=False)
             board.free()
+            if server is not None:  # collective with the workers' frees, on this path too
+                server.free()
             return
         # the workers' final wall time is their own; the monitor's clock is within a barrier of it
         wall = final["wall_time"]

@@ -46,6 +46,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
@@ -190,6 +191,29 @@ class ServerWindow(Epoch):
             if self._fetch(win, MPI.NO_OP) == s:
                 return s // 2
             self._back_off(0.0)
+
+    # -- checkpoints (engines/mpi/checkpoint.py) -------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's logged steps, and on the host x and k. Called once every step has completed
+        (after the end-of-run barrier), so the read is of the last version."""
+        state: dict[str, Any] = {"rows": np.array(self._rows, np.float64).reshape(-1, 4)}
+        if self.rank == self.host:
+            x = np.empty(self.dim, self.dtype)
+            state["x"], state["k"] = x, self.read(x)
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put x and SEQ = 2k back on the host (a barrier must follow before anyone steps) and the rows."""
+        self._rows = [(int(k), int(tau), float(w), float(v)) for k, tau, w, v in state["rows"]]
+        self.steps = len(self._rows)
+        if self.rank != self.host:
+            return
+        win = self._check_open()
+        d, D = self.dim, self._D
+        x = np.ascontiguousarray(state["x"], self.dtype)
+        win.Accumulate([x, d, D], self.host, target=(1, d, D), op=MPI.REPLACE)
+        win.Flush(self.host)
+        self._fetch(win, MPI.REPLACE, 2 * int(state["k"]))
 
     def free(self) -> None:
         """Release SEQ if still held (an error mid-step), close the epoch, free the window (collective)."""

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hpcasync.engines.sim.engine import AgentClock, Simulator
-from hpcasync.engines.sim.events import DELIVER, GROUP, PAIR, RESUME
+from hpcasync.engines.sim.events import DELIVER, GROUP, PAIR, RESUME, SERVE
 from hpcasync.engines.sim.groups import Group
 from hpcasync.engines.sim.transport import Packet, SimTransport
 from hpcasync.errors import UserError
@@ -108,6 +108,8 @@ def _event(kind: int, b: Any, groups: dict[int, int]) -> Any:
         return int(b[0])  # (peer, v): v is the agent's x, rebound on restore
     if kind == GROUP:
         return groups[id(b)]  # the pending group's index in the checkpoint's list
+    if kind == SERVE:
+        return None  # the ServerStep op: the worker's own, rebound on restore
     return b.copy() if isinstance(b, np.ndarray) else b
 
 
@@ -161,8 +163,10 @@ def capture(sim: Simulator) -> dict[str, Any]:
         "exchange": {"rounds": list(ex.rounds),
                      "posts": [{int(r): [float(t), v.copy()] for r, (t, v) in p.items()} for p in ex.posts],
                      "consumed": [{int(r): int(c) for r, c in p.items()} for p in ex.consumed],
-                     "waiting": {int(i): [int(r), out.shape[0]] for i, (r, out) in ex.waiting.items()}},
+                     "waiting": {int(i): [int(r), *out.shape] for i, (r, out) in ex.waiting.items()}},
         "pair_busy": np.array(sim._pair_busy, np.bool_),
+        "server": None if sim.server is None else sim.server.state_dict(),
+        "awaiting": np.array(sorted(sim._awaiting), np.int64),
         "pair_queue": np.array([[i, peer] for i, peer, _ in sim._pair_queue], np.int64).reshape(-1, 2),
         "delays": {"compute": [_rng(g) for g in d.compute_rngs], "comm": [_rng(g) for g in d.comm_rngs],
                    "drop": "" if d.drop_rng is None else _rng(d.drop_rng)},
@@ -222,6 +226,10 @@ def restore(sim: Simulator, state: dict[str, Any]) -> None:
             b = (int(b), sim.ops[a].v)
         elif kind == GROUP:
             b = pending[int(b)]
+        elif kind == SERVE:
+            b = sim.ops[a]
+        elif kind == RESUME and isinstance(b, list):  # a server step's (k, τ), stored as a list
+            b = tuple(int(v) for v in b)
         elif kind == RESUME and isinstance(b, np.ndarray):
             b = b.copy()
         sim._heap.append((float(t), int(prio), int(seq), kind, a, b))
@@ -232,9 +240,14 @@ def restore(sim: Simulator, state: dict[str, Any]) -> None:
     ex.rounds = [int(r) for r in s["rounds"]]
     ex.posts = [{int(r): (float(t), v) for r, (t, v) in p.items()} for p in s["posts"]]
     ex.consumed = [{int(r): int(c) for r, c in p.items()} for p in s["consumed"]]
-    ex.waiting = {int(i): (int(r), np.empty((deg, sim.agents[i].x.size), sim.agents[i].x.dtype))
-                  for i, (r, deg) in s["waiting"].items()}
+    # the exchanged vector is x, or a longer one (SGP's (w, φ)); older checkpoints hold no width
+    ex.waiting = {int(i): (int(r), np.empty((int(shape[0]), int(shape[1]) if len(shape) > 1 else sim.agents[i].x.size),
+                                            sim.agents[i].x.dtype))
+                  for i, (r, *shape) in s["waiting"].items()}
     sim._pair_busy = [bool(b) for b in state["pair_busy"]]
+    if sim.server is not None and state.get("server") is not None:
+        sim.server.load_state_dict(state["server"])
+    sim._awaiting = {int(i) for i in state.get("awaiting", ())}  # blocked in AwaitDeltas, no delta yet
     sim._pair_queue = [(int(i), int(peer), sim.ops[int(i)].v) for i, peer in state["pair_queue"]]
     ev = state["evaluations"]
     names = list(ev)

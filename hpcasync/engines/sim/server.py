@@ -10,6 +10,8 @@ one instant here (see ``algorithms/hogwild.py``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from hpcasync.algorithms.transport import ServerStep
@@ -38,6 +40,16 @@ class SimServer:
     def read(self, out: np.ndarray) -> int:
         np.copyto(out, self.x)
         return self.k
+
+    def state_dict(self) -> dict[str, Any]:
+        """x, k and every worker's rows so far (the simulator's checkpoint)."""
+        return {"x": self.x.copy(), "k": int(self.k),
+                "rows": [np.array(r, np.float64).reshape(-1, 4) for r in self._rows]}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.x[...] = s["x"]
+        self.k = int(s["k"])
+        self._rows = [[(int(k), int(tau), float(w), float(v)) for k, tau, w, v in r] for r in s["rows"]]
 
     def steps(self, worker: int) -> np.ndarray:
         """Worker's applied gradients as structured rows (step, tau, wall_time, virtual_time)."""
