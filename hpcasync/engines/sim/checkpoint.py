@@ -178,6 +178,13 @@ def capture(sim: Simulator) -> dict[str, Any]:
     return state
 
 
+def _exchange_buffer(x: np.ndarray, shape: list[int]) -> np.ndarray:
+    """A pending exchange's (degree, width) output: the width is x's, or longer (SGP exchanges (w, φ));
+    checkpoints written before the width was saved hold the degree only."""
+    width = int(shape[1]) if len(shape) > 1 else x.size
+    return np.empty((int(shape[0]), width), x.dtype)
+
+
 def restore(sim: Simulator, state: dict[str, Any]) -> None:
     """Make the fresh ``sim`` (built from the same config, not run yet) continue from ``state``."""
     refusing = sorted({type(a).name or type(a).__name__ for a in sim.agents if not type(a).resumable})
@@ -240,9 +247,7 @@ def restore(sim: Simulator, state: dict[str, Any]) -> None:
     ex.rounds = [int(r) for r in s["rounds"]]
     ex.posts = [{int(r): (float(t), v) for r, (t, v) in p.items()} for p in s["posts"]]
     ex.consumed = [{int(r): int(c) for r, c in p.items()} for p in s["consumed"]]
-    # the exchanged vector is x, or a longer one (SGP's (w, φ)); older checkpoints hold no width
-    ex.waiting = {int(i): (int(r), np.empty((int(shape[0]), int(shape[1]) if len(shape) > 1 else sim.agents[i].x.size),
-                                            sim.agents[i].x.dtype))
+    ex.waiting = {int(i): (int(r), _exchange_buffer(sim.agents[int(i)].x, shape))
                   for i, (r, *shape) in s["waiting"].items()}
     sim._pair_busy = [bool(b) for b in state["pair_busy"]]
     if sim.server is not None and state.get("server") is not None:
