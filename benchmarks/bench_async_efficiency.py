@@ -34,7 +34,9 @@ per-update overhead against the bare gradient: for d = 650 a gradient takes
 ~20 µs, so the read/mix/publish/log of an update are of the same order.
 Torch cases (``--cases "digits CNN (torch) flat out" "VGG11 (torch, batch 8) flat out"``; not in the
 default list): the digits CNN (d = 21 386) and the CIFAR VGG11 (d = 9.2 M, random CIFAR-shaped
-images, batch 8), float32, a real network's gradient through the zero-copy flat view.
+images, batch 8), float32, a real network's gradient through the zero-copy flat view; the VGG11
+``cuda`` cases (batch 8 and 128) take the gradient on the GPU (x copied to the device, the gradient
+back through a pinned host buffer: both copies count as gradient time) and mix on the host.
 Never asserts.
 """
 
@@ -75,6 +77,16 @@ TORCH_CASES: dict[str, dict[str, Any]] = {
                                                     "bn_samples": 64},
                                         "algorithm": {"batch_size": 8}, "delays": {"model": "none"},
                                         "dim": 9_231_114},
+    "VGG11 (torch, batch 8, cuda) flat out": {"data": {"name": "torch_data:random_cifar"},
+                                              "problem": {"name": "torch", "model": "vgg11", "eval_batch": 64,
+                                                          "bn_samples": 64, "device": "cuda"},
+                                              "algorithm": {"batch_size": 8}, "delays": {"model": "none"},
+                                              "dim": 9_231_114},
+    "VGG11 (torch, batch 128, cuda) flat out": {"data": {"name": "torch_data:random_cifar"},
+                                                "problem": {"name": "torch", "model": "vgg11", "eval_batch": 64,
+                                                            "bn_samples": 64, "device": "cuda"},
+                                                "algorithm": {"batch_size": 128}, "delays": {"model": "none"},
+                                                "dim": 9_231_114},
 }
 DEFAULT_CASES = list(CASES)
 CASES.update(TORCH_CASES)
@@ -97,18 +109,27 @@ def case_config(case: str, ranks: int, seconds: float, progress: str = "auto",
     return raw
 
 
-def child(case: str, seconds: float, json_out: Path, progress: str = "auto", shared_memory: str = "auto") -> None:
+def child(case: str, seconds: float, json_out: Path, progress: str = "auto", shared_memory: str = "auto",
+          fused: str = "auto") -> None:
     """One rank: compute alone, then ADSGD; rank 0 writes the per-rank rates."""
     from mpi4py import MPI
 
+    if fused == "off":  # the update as four steps (open_views, kernel, close_views, publish): the "before"
+        from hpcasync.engines.mpi.shared_slots import SharedSlots
+
+        SharedSlots.fused = property(lambda self: False)  # type: ignore[assignment,method-assign]
+
     from hpcasync import delays as delay_models
-    from hpcasync import problems
+    from hpcasync import problems, threads
     from hpcasync.config import from_dict
     from hpcasync.engines.mpi.runner import run_rank
     from hpcasync.kernels import axpy, warmup
 
     comm = MPI.COMM_WORLD
     rank = comm.rank
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    threads.configure(local.Get_size())  # as `hpcasync run` does: both phases with the same threads
+    local.Free()
     cfg = from_dict(case_config(case, comm.size, seconds, progress, shared_memory))
     problem = problems.build(cfg, comm.size)
     oracle = problem.oracle(rank, cfg.run.seed + 1)
@@ -219,13 +240,15 @@ def main() -> None:
                    help="mpi.progress of the ADSGD phase (the progress thread's cost: off vs thread)")
     p.add_argument("--shared-memory", choices=["auto", "off"], default="auto",
                    help="mpi.shared_memory of the ADSGD phase (off: the RMA path only, the 'before')")
+    p.add_argument("--fused", choices=["auto", "off"], default="auto",
+                   help="off: no one-kernel update on shared memory (kernels/seqlock.py), the 'before'")
     p.add_argument("--table", action="store_true",
                    help="also print README rows: MPI, path, case, efficiency (all jobs), per-update us")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child, args.seconds, args.json, args.progress, args.shared_memory)
+        child(args.child, args.seconds, args.json, args.progress, args.shared_memory, args.fused)
         return
     jobs: dict[str, list[dict[str, Any]]] = {case: [] for case in args.cases}
     commands = []
@@ -235,7 +258,7 @@ def main() -> None:
                 js = Path(tmp) / "rows.json"
                 _, cmd = mpirun(args.ranks, [sys.executable, __file__, "--child", case, "--seconds",
                                              str(args.seconds), "--json", str(js), "--progress", args.progress,
-                                             "--shared-memory", args.shared_memory])
+                                             "--shared-memory", args.shared_memory, "--fused", args.fused])
                 commands.append(cmd)
                 per_rank = json.loads(js.read_text())
                 eff = [r["efficiency"] for r in per_rank]
@@ -265,6 +288,7 @@ def main() -> None:
                       "computing alone (local SGD, no communication), same injected computation delay; one job, "
                       "phases alone (seconds/2), ADSGD (seconds), alone (seconds/2), all ranks busy in each",
         "thread_level": _thread_level(), "progress": args.progress, "shared_memory": args.shared_memory,
+        "fused": args.fused,
         "repeat": args.repeat,
         "seconds": args.seconds, "runs": commands, "results": results,
     }, args.out)

@@ -34,6 +34,6 @@ class ADSGD(Algorithm):
         w_nbrs = np.array([self.setup.weights[j] for j in t.in_neighbors], dtype=np.float64)
         while True:
             g = yield from t.gradient(self.x)
-            t.mix_latest(self.x, g, w_nbrs, self.w_self, self.alpha(), self.setup.beta)
-            self.iteration += 1
-            t.push_model(self.x)
+            alpha = self.alpha()
+            self.iteration += 1  # the pushed model is numbered by the new count
+            t.mix_and_push(self.x, g, w_nbrs, self.w_self, alpha, self.setup.beta)

@@ -226,6 +226,16 @@ class Transport(abc.ABC):
         """
         adsgd_step(x, g, self.latest_models(), w_nbrs, w_self, alpha, beta)
 
+    def mix_and_push(self, x: np.ndarray, g: np.ndarray, w_nbrs: np.ndarray, w_self: float, alpha: float,
+                     beta: float) -> None:
+        """:meth:`mix_latest` then ``push_model(x)``: one ADSGD update after its gradient.
+
+        Same contract as the two calls (x as last pushed). An engine may do both at once: the MPI
+        engine on one node reads, mixes and publishes in one numba kernel (kernels/seqlock.py).
+        """
+        self.mix_latest(x, g, w_nbrs, w_self, alpha, beta)
+        self.push_model(x)
+
     def latest(self, j: int) -> np.ndarray:
         """The newest complete model received from in-neighbour ``j``."""
         return self.latest_models()[self.in_neighbors.index(j)]

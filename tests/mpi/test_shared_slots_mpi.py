@@ -158,6 +158,56 @@ def test_single_writer_full_rate(split: int, fenced: bool, monkeypatch: pytest.M
 
 
 @pytest.mark.mpi(min_size=2)
+def test_fused_update_mixes_complete_models(split: int) -> None:
+    """ADSGD's update through ``MpiTransport.mix_and_push``, every rank back to back on a complete
+    graph (torn views are frequent): on one node one kernel reads, mixes and publishes
+    (kernels/seqlock.py), with fake nodes the RMA neighbours make it mix_latest + push_model. Every
+    update's x is exactly the mix of the neighbours' models of the numbers it reports, as their
+    writers published them, so no read was torn and no publication lost or mislabelled."""
+    comm = MPI.COMM_WORLD
+    r, n = comm.rank, comm.size
+    dim, steps = 20_000, 400
+    nb = [j for j in range(n) if j != r]
+    it = [0]
+    t = MpiTransport(comm, in_neighbors=nb, out_neighbors=nb, x0=np.zeros(dim), payload="model",
+                     synchronous=False, iteration=lambda: it[0])
+    error = None
+    try:
+        fused = t.slots.fused
+        w = np.full(len(nb), 1.0 / len(nb))
+        g = np.full(dim, -1.0)  # x <- mean of the neighbours + 1: models keep changing
+        x = np.zeros(dim)
+        t.push_model(x)  # model 0 again (x0): from here on x is "as last pushed"
+        it[0] = 1
+        history = [0.0, 0.0]  # this rank's published value by model number (0: x0; 1: the push above)
+        seen = []
+        comm.Barrier()
+        for u in range(2, steps + 2):
+            it[0] = u
+            t.mix_and_push(x, g, w, 0.0, 1.0, 1.0)
+            if t.slots.published != u or not np.all(x == x[0]):
+                error = error or f"update {u}: published {t.slots.published}, x not uniform {np.unique(x)[:3]}"
+            history.append(float(x[0]))
+            seen.append((np.array(t.versions), float(x[0])))
+        comm.Barrier()
+        histories = comm.allgather(history)
+        for versions, value in seen:
+            mixed = sum(wk * histories[j][v] for wk, j, v in zip(w, nb, versions, strict=True)) + 1.0
+            if abs(mixed - value) > 1e-9 * max(1.0, abs(value)):
+                error = error or f"x = {value}, but the models {versions.tolist()} mix to {mixed}"
+        if fused != (split == 0) or t.zero_copy_mixes != steps:
+            error = error or f"fused {fused} (split {split}), {t.zero_copy_mixes} zero-copy mixes of {steps}"
+        redone = t.redone_mixes
+    finally:
+        t.free()
+    _all_ok(comm, error)
+    if r == 0:
+        print(f"fused={fused}: {sum(comm.allgather(redone))} of {n * steps} updates redone (torn views)")
+    else:
+        comm.allgather(redone)
+
+
+@pytest.mark.mpi(min_size=2)
 def test_fetch_published_and_windows_freed(split: int) -> None:
     """fetch_published returns this rank's last model (checkpoint needs it); free() frees every
     window and the node communicator, twice is harmless, and use after free raises."""

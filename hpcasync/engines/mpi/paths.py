@@ -33,14 +33,21 @@ class NumberedSlots(ModelSlots):
         published before it (``_publish``), so readers label every copy with
         the number of the model it holds (test_windows.py, skipping numbers).
         """
+        return self._publish(x, self.next_number(number))
+
+    def next_number(self, number: int) -> int:
+        """The number :meth:`publish_as` gives model ``number``: above the last, of the other parity."""
         number = max(int(number), self.published + 1)
-        if (number - self.published) % 2 == 0:
-            number -= 1
-        return self._publish(x, number)
+        return number - 1 if (number - self.published) % 2 == 0 else number
 
 
 class NumberedSharedSlots(NumberedSlots, SharedSlots):
     """The same on shared memory (same-node pushes are plain stores, shared_slots.py)."""
+
+    def mix_publish_as(self, x: np.ndarray, g: np.ndarray, w_nbrs: np.ndarray, w_self: float, alpha: float,
+                       beta: float, number: int) -> bool:
+        """:meth:`SharedSlots.mix_publish` of model ``number``, numbered as :meth:`publish_as` does."""
+        return self.mix_publish(x, g, w_nbrs, w_self, alpha, beta, self.next_number(number))
 
 
 def shared_windows_work(comm: MPI.Comm) -> bool:

@@ -55,6 +55,7 @@ from mpi4py import MPI
 
 from hpcasync.engines.mpi.epoch import WORD, window_info
 from hpcasync.engines.mpi.slots import ModelSlots
+from hpcasync.kernels.seqlock import adsgd_mix_publish
 
 __all__ = ["NODE_SPLIT_ENV", "TSO", "SharedSlots", "node_comm"]
 
@@ -117,6 +118,8 @@ class SharedSlots(ModelSlots):
             self._cross = bool(comm.allreduce(len(members) < comm.Get_size(), op=MPI.LOR))
             self._shared_wins: list[MPI.Win] = []
             self._peers: list[tuple[np.ndarray, int, np.ndarray]] = []
+            self._table: np.ndarray | None = None  # mix_publish's target addresses (fused)
+            self._own_words: np.ndarray | None = None
             self.shared_pushes = 0
             super().__init__(comm, dim, in_neighbors, out_neighbors, x0=x0, atomic_words=atomic_words,
                              dtype=dtype)
@@ -161,12 +164,19 @@ class SharedSlots(ModelSlots):
         self._word_targets = [t for t in self._word_targets if t[0] not in local]
         self._data_targets = [[t for t in ts if t[0] not in local] for ts in self._data_targets]
         self._fence = word_win.Sync
+        if not self._cross and not self.atomic_words:
+            # every slot of the job is written with plain stores: one kernel may read, mix and
+            # publish (kernels/seqlock.py); the addresses stay valid while self._peers holds the maps
+            self._table = np.array([[words[k:].ctypes.data, data[2 * k].ctypes.data, data[2 * k + 1].ctypes.data]
+                                    for words, k, data in self._peers], np.int64).reshape(-1, 3)
+            self._own_words = self._words[:len(self.in_neighbors)]
         if TSO and not self._cross:
             # no RMA writer anywhere: every slot is written with plain stores, ordered by TSO
             self._fence = _nothing
             self._word_win, self._data_win = _Unfenced(self._word_win), _Unfenced(self._data_win)
 
     def release_views(self) -> None:
+        self._table = self._own_words = None  # before the maps they point into go
         super().release_views()
         self._peers = []
 
@@ -229,6 +239,36 @@ class SharedSlots(ModelSlots):
         self.rma_ops += 3 * len(remote)
         self.bytes_sent += (len(peers) + len(remote)) * nbytes
         return u
+
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`mix_publish` may be used: no slot of the job is written with RMA."""
+        return self._table is not None
+
+    def mix_publish(self, x: np.ndarray, g: np.ndarray, w_nbrs: np.ndarray, w_self: float, alpha: float,
+                    beta: float, u: int) -> bool:
+        """ADSGD's step from the views (``open_views`` … ``close_views``) and the publication of the
+        new x as model ``u``, in one kernel (:func:`~hpcasync.kernels.seqlock.adsgd_mix_publish`).
+
+        Only when :attr:`fused`; ``x`` must be a C-contiguous model of this dtype (the caller
+        checks). Returns False when a slot may have been rewritten during the mix: x is then void
+        and nothing was published (restore x, redo the step from copies, publish).
+        """
+        self.check_open()
+        assert self._table is not None
+        torn = adsgd_mix_publish(x, g, self._data, self._own_words, w_nbrs, w_self, alpha, beta,
+                                 self._view_rows, self._view_versions, self._word, self._table,
+                                 2 * self.published + 1, 2 * u)
+        self.reads += len(self._view_rows)
+        if torn:
+            self.retries += torn
+            return False
+        self.published = u
+        n = len(self._peers)
+        self.messages_sent += n
+        self.shared_pushes += n
+        self.bytes_sent += n * (self.dim * self.dtype.itemsize + 2 * WORD)
+        return True
 
     def fetch_published(self, out: np.ndarray) -> int:
         """As :meth:`ModelSlots.fetch_published`, copied straight from a same-node neighbour if any."""

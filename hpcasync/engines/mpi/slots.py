@@ -346,6 +346,11 @@ class ModelSlots(Epoch):
         self._data_win.Sync()  # order the caller's loads after the word fetch
         return self._data, rows, versions
 
+    @property
+    def view_versions(self) -> np.ndarray:
+        """The model number of each slot as the last zero-copy read found it (reused by the next)."""
+        return self._view_versions
+
     def close_views(self) -> list[int]:
         """End the read begun by :meth:`open_views`: the slots whose buffer may have
         been rewritten while it was in use (usually none).

@@ -156,6 +156,7 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         self._backup = np.empty(0, self.dtype)  # mix_latest's copy of x when it cannot be fetched back
         self.zero_copy_mixes = 0  # mix_latest steps taken straight from the window
         self.redone_mixes = 0  # ... of which redone because a slot was overwritten meanwhile
+        self._fused_x: np.ndarray | None = None  # the x mix_and_push has checked for its kernel
         try:
             if payload == "model":
                 self.slots = slots_class(comm, shared_memory)(comm, self.message_dim, self.in_neighbors,
@@ -300,6 +301,31 @@ class MpiTransport(Collectives, FloodTransport, Transport):
             np.copyto(x, self._backup)
         self.comm_s += (t1 - t0) + (clock() - t2)
         adsgd_step(x, g, self.latest_models(), w_nbrs, w_self, alpha, beta)
+
+    def mix_and_push(self, x: np.ndarray, g: np.ndarray, w_nbrs: np.ndarray, w_self: float, alpha: float,
+                     beta: float) -> None:
+        """ADSGD's update after its gradient: on one node (every slot written with plain stores),
+        immediate sends and x as last pushed, one kernel reads the slots, mixes and publishes
+        (:meth:`SharedSlots.mix_publish`; kernels/seqlock.py); otherwise mix_latest + push_model."""
+        slots = self.slots
+        if x is not self._pushed or not self.outbox.immediate or not getattr(slots, "fused", False):
+            self.mix_latest(x, g, w_nbrs, w_self, alpha, beta)
+            self.push_model(x)
+            return
+        if x is not self._fused_x:  # checked once: the kernel writes x's bytes into the slots as is
+            if x.dtype != slots.dtype or x.shape != (slots.dim,) or not x.flags.c_contiguous:
+                raise ValueError(f"mix_and_push: x must be a C-contiguous ({slots.dim},) {slots.dtype} array")
+            self._fused_x = x
+        self.zero_copy_mixes += 1
+        if slots.mix_publish_as(x, g, w_nbrs, w_self, alpha, beta, self.iteration()):
+            self.versions = slots.view_versions  # rewritten only by the next read
+            return
+        # a neighbour's buffer was rewritten under the kernel, nothing published: undo, redo, publish
+        self.redone_mixes += 1
+        slots.fetch_published(x)
+        self._pushed = None
+        adsgd_step(x, g, self.latest_models(), w_nbrs, w_self, alpha, beta)
+        self.push_model(x)
 
     def push_delta(self, j: int, delta: np.ndarray, scale: float = 1.0) -> None:
         if self.acc is None:
