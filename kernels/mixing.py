@@ -337,3 +337,6 @@ def warmup(dtype: np.dtype | type = np.float64) -> None:
     weighted_sum_into(z, rows, w)
     mean_rows_into(z, rows)
     consensus_distance(rows, z)
+    from hpcasync.kernels.seqlock import warmup as warmup_seqlock  # imports this module: not at the top
+
+    warmup_seqlock(dtype)

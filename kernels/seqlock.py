@@ -114,3 +114,14 @@ def adsgd_mix_publish(x, g, data, words, w_nbrs, w_self, alpha, beta, rows, vers
     own_word[0] = closing
     _store_words(table, closing)
     return 0
+
+
+def warmup(dtype: np.dtype | type = np.float64) -> None:
+    """Compile (or load from numba's cache) :func:`adsgd_mix_publish` for ``dtype`` before timing starts."""
+    x, g = np.zeros(3, dtype), np.zeros(3, dtype)
+    data = np.zeros((2, 3), dtype)
+    target_words, target_data = np.zeros(1, np.int64), np.zeros((2, 3), dtype)
+    table = np.array([[target_words.ctypes.data, target_data[0].ctypes.data, target_data[1].ctypes.data]], np.int64)
+    one = np.zeros(1, np.int64)
+    adsgd_mix_publish(x, g, data, np.zeros(1, np.int64), np.full(1, 0.5), 0.5, 0.1, 1.0, one.copy(), one.copy(),
+                      one.copy(), table, 1, 2)
