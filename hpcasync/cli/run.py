@@ -9,9 +9,10 @@ rank writes its own rank-NNNNN.h5; the monitor (or rank 0) writes run.h5.
 Errors found while setting up are printed once, by rank 0, and every rank
 exits with status 2; an error during the run aborts the whole job.
 
-SIGTERM, SIGUSR1 (SLURM's ``--signal``) or SIGINT stop a run whose algorithm
-can be checkpointed on MPI (synchronous ones, Alg. 3) at an agreed point:
-every rank writes RUN_DIR/checkpoint/rank-NNNNN.h5, and
+SIGTERM, SIGUSR1 (SLURM's ``--signal``) or SIGINT stop a run at an agreed
+point (every built-in algorithm can be checkpointed; a plug-in that says
+``resumable = False`` just stops): every rank writes
+RUN_DIR/checkpoint/rank-NNNNN.h5, and
 
     mpiexec -n 10 hpcasync run --resume RUN_DIR
 
