@@ -110,9 +110,20 @@ def case_config(case: str, ranks: int, seconds: float, progress: str = "auto",
 
 
 def child(case: str, seconds: float, json_out: Path, progress: str = "auto", shared_memory: str = "auto",
-          fused: str = "auto") -> None:
+          fused: str = "auto", defer_closing: str = "auto") -> None:
     """One rank: compute alone, then ADSGD; rank 0 writes the per-rank rates."""
     from mpi4py import MPI
+
+    if defer_closing == "off":  # the RMA publication with its third flush (the "before")
+        from hpcasync.engines.mpi.slots import ModelSlots
+
+        init = ModelSlots.__init__
+
+        def flushing_init(self: ModelSlots, *args: Any, **kwargs: Any) -> None:
+            kwargs["defer_closing"] = False
+            init(self, *args, **kwargs)
+
+        ModelSlots.__init__ = flushing_init  # type: ignore[method-assign]
 
     if fused == "off":  # the update as four steps (open_views, kernel, close_views, publish): the "before"
         from hpcasync.engines.mpi.shared_slots import SharedSlots
@@ -242,13 +253,16 @@ def main() -> None:
                    help="mpi.shared_memory of the ADSGD phase (off: the RMA path only, the 'before')")
     p.add_argument("--fused", choices=["auto", "off"], default="auto",
                    help="off: no one-kernel update on shared memory (kernels/seqlock.py), the 'before'")
+    p.add_argument("--defer-closing", choices=["auto", "off"], default="auto",
+                   help="off: RMA publications flush their closing words at once (3 flushes), the 'before'")
     p.add_argument("--table", action="store_true",
                    help="also print README rows: MPI, path, case, efficiency (all jobs), per-update us")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child, args.seconds, args.json, args.progress, args.shared_memory, args.fused)
+        child(args.child, args.seconds, args.json, args.progress, args.shared_memory, args.fused,
+              args.defer_closing)
         return
     jobs: dict[str, list[dict[str, Any]]] = {case: [] for case in args.cases}
     commands = []
@@ -258,7 +272,8 @@ def main() -> None:
                 js = Path(tmp) / "rows.json"
                 _, cmd = mpirun(args.ranks, [sys.executable, __file__, "--child", case, "--seconds",
                                              str(args.seconds), "--json", str(js), "--progress", args.progress,
-                                             "--shared-memory", args.shared_memory, "--fused", args.fused])
+                                             "--shared-memory", args.shared_memory, "--fused", args.fused,
+                                             "--defer-closing", args.defer_closing])
                 commands.append(cmd)
                 per_rank = json.loads(js.read_text())
                 eff = [r["efficiency"] for r in per_rank]
@@ -288,7 +303,7 @@ def main() -> None:
                       "computing alone (local SGD, no communication), same injected computation delay; one job, "
                       "phases alone (seconds/2), ADSGD (seconds), alone (seconds/2), all ranks busy in each",
         "thread_level": _thread_level(), "progress": args.progress, "shared_memory": args.shared_memory,
-        "fused": args.fused,
+        "fused": args.fused, "defer_closing": args.defer_closing,
         "repeat": args.repeat,
         "seconds": args.seconds, "runs": commands, "results": results,
     }, args.out)

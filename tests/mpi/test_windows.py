@@ -135,10 +135,11 @@ def test_initial_model_before_any_publication() -> None:
 
 
 @pytest.mark.mpi(min_size=2)
-@pytest.mark.parametrize("atomic_words", [False, True])
-def test_no_torn_reads_single_writer(atomic_words: bool, mpi_progress: Any) -> None:
+@pytest.mark.parametrize(("atomic_words", "defer_closing"), [(False, False), (True, False), (False, True)])
+def test_no_torn_reads_single_writer(atomic_words: bool, defer_closing: bool, mpi_progress: Any) -> None:
     """Writer 2k publishes at full rate to reader 2k+1, whose every read must be one model
-    (sequence words read with plain loads, the default, or with MPI atomics). With plain loads the
+    (sequence words read with plain loads, the default, or with MPI atomics; closing words flushed
+    at once, or by the next publication as the engine does, and by ``complete``). With plain loads the
     reader makes no MPI call while it spins: where the MPI needs the target's progress for a Put to
     land (the network path) it waits "computing", as a worker does, so ``make test-network``'s
     progress thread (``HPCASYNC_TEST_PROGRESS=thread``) can complete the writer's Puts."""
@@ -153,13 +154,15 @@ def test_no_torn_reads_single_writer(atomic_words: bool, mpi_progress: Any) -> N
 
     error = None
     reads = 0
-    with ModelSlots(comm, dim, in_nb, out_nb, atomic_words=atomic_words) as slots, mpi_progress(comm):
+    with (ModelSlots(comm, dim, in_nb, out_nb, atomic_words=atomic_words, defer_closing=defer_closing) as slots,
+          mpi_progress(comm)):
         comm.Barrier()
         if writer:
             x = np.empty(dim)
             for u in range(1, models + 1):
                 x.fill(float(u))  # every element is the model number
                 slots.publish(x)
+            slots.complete()  # the last model visible (a no-op unless defer_closing)
         elif reader:
             out = np.empty(dim)
             rows = np.empty((1, dim))
@@ -266,14 +269,16 @@ def test_no_torn_reads_when_model_numbers_skip(shared: bool, mpi_progress: Any) 
 
 
 @pytest.mark.mpi(min_size=2)
-def test_no_torn_reads_all_to_all() -> None:
-    """Every rank publishes and read_all()s on a complete graph; rows stay whole and monotone."""
+@pytest.mark.parametrize("defer_closing", [False, True])
+def test_no_torn_reads_all_to_all(defer_closing: bool) -> None:
+    """Every rank publishes and read_all()s on a complete graph; rows stay whole and monotone
+    (with deferred closing words too: a word never goes back, the next opening rides behind)."""
     comm = MPI.COMM_WORLD
     r = comm.rank
     dim, models = 20_000, 300
     nb = _neighbors("complete", r, comm.size)
     error = None
-    with ModelSlots(comm, dim, nb, nb) as slots:
+    with ModelSlots(comm, dim, nb, nb, defer_closing=defer_closing) as slots:
         out = np.empty((len(nb), dim))
         last = np.zeros(len(nb), np.int64)
         x = np.empty(dim)
@@ -287,6 +292,7 @@ def test_no_torn_reads_all_to_all() -> None:
             if not np.all(out == versions[:, None].astype(np.float64)):
                 error = error or f"torn row at versions {versions}"
             last = versions
+        slots.complete()
         comm.Barrier()  # all publications complete
         final = slots.read_all(out)
         if final.tolist() != [models] * len(nb) or not np.all(out == float(models)):

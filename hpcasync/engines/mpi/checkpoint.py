@@ -135,6 +135,7 @@ def restore_windows(transport: Any, state: dict[str, Any]) -> None:
     put back what the flood has accepted of each origin (DASGD) and the parameter server's x and k."""
     if "published" in state and transport.slots is not None:
         transport.slots.publish_as(state["published"]["message"], state["published"]["number"])
+        transport.complete_pushes()  # visible to the neighbours after the barrier that follows
     transport.versions[...] = state["versions"]
     if "flood_seen" in state and transport.flood_channel is not None:  # de-duplication and own numbers go on
         transport.flood_channel.state.seen[...] = state["flood_seen"]

@@ -184,6 +184,7 @@ def _worker(setup: RunSetup, world: World, writer: AgentWriter | None, run_write
         w.loop()
         # -- end of run ---------------------------------------------------------------------
         transport.outbox.flush()
+        transport.complete_pushes()
         if transport.groups is not None:
             transport.groups.leave(agent.x)  # no member of a group left waiting for this rank
         wall = w.now()

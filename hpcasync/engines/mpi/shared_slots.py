@@ -107,7 +107,7 @@ class SharedSlots(ModelSlots):
 
     def __init__(self, comm: MPI.Comm, dim: int, in_neighbors: Sequence[int], out_neighbors: Sequence[int],
                  x0: np.ndarray | None = None, atomic_words: bool | None = None,
-                 dtype: np.dtype | type | None = None) -> None:
+                 dtype: np.dtype | type | None = None, defer_closing: bool = False) -> None:
         self._node = node_comm(comm)
         self._node_rank_of: dict[int, int] = {}
         try:
@@ -122,7 +122,7 @@ class SharedSlots(ModelSlots):
             self._own_words: np.ndarray | None = None
             self.shared_pushes = 0
             super().__init__(comm, dim, in_neighbors, out_neighbors, x0=x0, atomic_words=atomic_words,
-                             dtype=dtype)
+                             dtype=dtype, defer_closing=defer_closing)
         except BaseException:
             self._free_node()
             raise
@@ -227,10 +227,8 @@ class SharedSlots(ModelSlots):
         self._word[0] = 2 * u
         for words, k, _ in peers:
             words[k] = 2 * u
-        for j, k, old in remote:
-            wwin.Fetch_and_op(word, old, j, k, replace)
         if remote:
-            wwin.Flush_all()
+            self._close(2 * u)  # RMA targets: flushed now or by the next publication (defer_closing)
 
         self.published = u
         nbytes = self.dim * self.dtype.itemsize + 2 * WORD

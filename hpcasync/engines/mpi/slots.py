@@ -51,34 +51,21 @@ class ModelSlots(Epoch):
     writer; a reader loads them, or with ``atomic_words`` fetches them with
     ``Fetch_and_op``/``Get_accumulate(NO_OP)``, which fits the default
     ``accumulate_ops=same_op_no_op``). One combined window measured the same
-    latency (a publish is 3 flushes either way).
+    latency.
 
-    Word value w of a slot: model ⌊w/2⌋ is complete in buffer ⌊w/2⌋ mod 2, and
-    w odd means a newer model is being written into the other buffer. Both
-    buffers start as ``x0``, which is "model 0", so readers need no special
-    case before the first publication.
+    Word values, the writer's steps, the reader's consistency test and why no one
+    waits: docs/design.md §5.1. Torn copies are discarded and copied again
+    (:attr:`retries`; :attr:`reads` counts the slot reads returned), backing off up
+    to 1 ms instead of spinning.
 
-    Writers never wait for a reader, and readers never wait for a writer:
-    a reader whose copy may have been torn discards it and copies again
-    (counted in :attr:`retries`; :attr:`reads` counts the slot reads that
-    succeeded). A copy is torn only if the writer starts two publications
-    while it runs, so a reader can be starved only by a writer that publishes
-    back to back faster than the reader copies (seen in tests that publish in
-    a tight loop; an agent that computes between publications cannot do
-    that). Retries back off, up to 1 ms, instead of spinning.
-
-    Word reads. A reader reads the words of its *own* window. By default it
-    does so with plain aligned 8-byte loads after ``Win.Sync`` (a memory
-    barrier), not with ``Get_accumulate(NO_OP)`` + ``Flush``: the two
-    self-targeted fetches of a read cost 2 × 2-3 µs on an idle node, and
-    under ``MPI_THREAD_MULTIPLE`` each ``Flush`` also yields the core
-    (``sched_yield``), measured 20-150 µs per fetch once other processes
-    compete for the cores. This is the same reasoning as
-    :meth:`Board.set_iteration`'s plain store: the window is
-    ``MPI_WIN_UNIFIED`` memory, the words are 8-byte aligned and written only
-    by ``Fetch_and_op(REPLACE)`` of one int64, and an aligned 8-byte load is
-    single-copy atomic on every CPU MPI runs on (the data copy itself was
-    always plain loads, validated by the words). ``atomic_words=True`` (or
+    Word reads. A reader reads the words of its *own* window with plain aligned
+    8-byte loads after ``Win.Sync`` (a memory barrier), not with
+    ``Get_accumulate(NO_OP)`` + ``Flush``: those cost 2 × 2-3 µs per read on an idle
+    node and, under ``MPI_THREAD_MULTIPLE``, 20-150 µs once other processes compete
+    for the cores (each ``Flush`` yields). The window is ``MPI_WIN_UNIFIED`` memory,
+    the words are aligned and written only by one-int64 ``Fetch_and_op(REPLACE)``,
+    and such a load is single-copy atomic on every CPU MPI runs on (as
+    :meth:`Board.set_iteration`'s store). ``atomic_words=True`` (or
     :data:`ATOMIC_WORD_READS`) restores the MPI-atomic fetches.
 
     Zero-copy reads: :meth:`open_views` / :meth:`close_views` hand out the
@@ -100,12 +87,17 @@ class ModelSlots(Epoch):
         x0: np.ndarray | None = None,
         atomic_words: bool | None = None,
         dtype: np.dtype | type | None = None,
+        defer_closing: bool = False,
     ) -> None:
         """Collective over ``comm``. ``x0`` (default zeros) is the model read from a
         slot whose writer has not published yet; every rank may pass its own.
         ``atomic_words``: read the sequence words with MPI atomics (default
-        :data:`ATOMIC_WORD_READS`; see the class docstring)."""
+        :data:`ATOMIC_WORD_READS`; see the class docstring). ``defer_closing``:
+        two flushes per publication instead of three (:meth:`publish`); the caller
+        then calls :meth:`complete` before it relies on its last model being visible."""
         super().__init__(comm)
+        self.defer_closing = bool(defer_closing)
+        self._closing_pending = False
         size = comm.Get_size()
         self.dim = int(dim)
         self._shape = (self.dim,)
@@ -146,8 +138,9 @@ class ModelSlots(Epoch):
         self.published = 0  # u: number of the last model published by this rank
         self.reads = 0  # slot reads returned (read: 1, read_all: degree)
         self.retries = 0  # torn slot copies discarded and redone
-        # Origin buffers: an RMA origin must stay untouched until its Flush.
+        # Origin buffers stay untouched until their Flush; a deferred closing word has its own.
         self._word = np.zeros(1, np.int64)
+        self._word_closing = np.zeros(1, np.int64)
         self._fetch_dummy = np.zeros(max(deg, 1), np.int64)  # ignored by NO_OP
         self._w1 = np.zeros(max(deg, 1), np.int64)
         self._w2 = np.zeros(max(deg, 1), np.int64)
@@ -160,13 +153,19 @@ class ModelSlots(Epoch):
         # Accumulate(REPLACE) (MPICH's single-element fast path); each target gets its own
         # result element, as an RMA result buffer must not be shared by pending operations.
         self._word_spec = [self._word, 1, MPI.INT64_T]
+        self._closing_spec = [self._word_closing, 1, MPI.INT64_T]
         self._word_old = np.zeros(max(len(self._targets), 1), np.int64)
+        self._closing_old = np.zeros(max(len(self._targets), 1), np.int64)
         self._word_targets = [(j, k, [self._word_old[i:i + 1], 1, MPI.INT64_T])
                               for i, (j, k) in enumerate(self._targets)]
+        self._closing_results = [[self._closing_old[i:i + 1], 1, MPI.INT64_T] for i in range(len(self._targets))]
         d = self.dim
         self._data_targets = [[(j, ((2 * k + b) * d, d, self._T)) for j, k in self._targets] for b in (0, 1)]
         def initialise() -> None:
-            self._word_win, self._words = self.allocate(deg * WORD, np.int64)
+            # a deferred closing word and the next opening word go to the same word unflushed:
+            # MPI's default accumulate ordering (waw) applies them in that order
+            self._word_win, self._words = self.allocate(deg * WORD, np.int64,
+                                                        relaxed_ordering=not self.defer_closing)
             size = self.dtype.itemsize
             self._data_win, data = self.allocate(2 * deg * self.dim * size, self.dtype, disp_unit=size)
             if self._word_win.Get_attr(MPI.WIN_MODEL) != MPI.WIN_UNIFIED:
@@ -190,6 +189,10 @@ class ModelSlots(Epoch):
         targets, flush. Per target the order word/data/word is what §5.1
         requires; a flush completes each step at every target before the next
         step is issued. Returns u. ``x`` may be modified as soon as this returns.
+
+        With ``defer_closing`` the last flush is left to the next publication's first
+        one (the word window keeps MPI's default accumulate ordering, so closing and
+        next opening land in issue order; docs/design.md §5.1); :meth:`complete` forces it.
         """
         return self._publish(x, self.published + 1)
 
@@ -209,15 +212,12 @@ class ModelSlots(Epoch):
         self._word[0] = 2 * self.published + 1
         for j, k, old in self._word_targets:
             wwin.Fetch_and_op(word, old, j, k, replace)
-        self._flush(wwin)
+        self._flush(wwin)  # also completes the last publication's deferred closing word
         src = [x, dim, self._T]  # one pass from x itself: no staging copy
         for j, target in self._data_targets[u % 2]:
             dwin.Put(src, j, target=target)
         self._flush(dwin)
-        self._word[0] = 2 * u
-        for j, k, old in self._word_targets:
-            wwin.Fetch_and_op(word, old, j, k, replace)
-        self._flush(wwin)
+        self._close(2 * u)
 
         self.published = u
         deg = len(self._targets)
@@ -225,6 +225,24 @@ class ModelSlots(Epoch):
         self.rma_ops += 3 * deg
         self.bytes_sent += deg * (dim * self.dtype.itemsize + 2 * WORD)
         return u
+
+    def _close(self, closing: int) -> None:
+        """The closing word 2u at every RMA target; flushed now, or with ``defer_closing`` by the next
+        publication's first flush (or :meth:`complete`)."""
+        self._word_closing[0] = closing
+        wwin, spec, replace = self._word_win, self._closing_spec, MPI.REPLACE
+        for i, (j, k, _) in enumerate(self._word_targets):  # a result buffer each, apart from the opening's
+            wwin.Fetch_and_op(spec, self._closing_results[i], j, k, replace)
+        if self.defer_closing:
+            self._closing_pending = bool(self._word_targets)
+        elif self._word_targets:
+            self._flush(wwin)
+
+    def complete(self) -> None:
+        """Complete a deferred closing word: the last publication is then visible at every target."""
+        if self._closing_pending:
+            self._word_win.Flush_all()
+            self._closing_pending = False
 
     @staticmethod
     def _flush(win: MPI.Win) -> None:

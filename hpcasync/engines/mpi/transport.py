@@ -12,20 +12,12 @@ Non-blocking calls (what the asynchronous algorithms use):
 * ``latest_models()`` → :meth:`ModelSlots.read_all` into one local
   ``(deg, d)`` array (allocated on first use).
 * ``mix_latest(x, g, …)`` (ADSGD's step) mixes straight from the window of
-  model slots, without copying them out (:meth:`ModelSlots.open_views`):
-  the in-place kernel reads each neighbour's newest buffer where it lies,
-  then the sequence words are read again. A slot overwritten meanwhile
-  (rare: its writer must start two publications during one kernel) voids
-  the result: x is restored exactly, the neighbours are read with the
-  copying seqlock read and the step is redone. So the mixed x is always the
-  mix of complete models, and the common case saves a copy of every
-  neighbour model per update. x is restored from the copy this rank last
-  published into an out-neighbour's window (:meth:`ModelSlots.fetch_published`;
-  the interface requires x unchanged since it was pushed) when sends are
-  immediate and x is the array last pushed (or the common initial model);
-  otherwise (a delay model: the pushed model reaches the neighbours only
-  later) from a copy of x taken before the kernel — one model copied per
-  update instead of one per neighbour.
+  model slots (:meth:`ModelSlots.open_views`, no copy of the neighbours);
+  a slot overwritten meanwhile voids the result: x is restored exactly (from
+  the copy this rank last published, :meth:`ModelSlots.fetch_published`, or
+  from a copy taken before the kernel when a delay model holds the push back)
+  and the step redone from seqlock copies. ``mix_and_push`` does mix and
+  publish in one kernel on one node (docs/design.md §5.6).
 * ``pair_average(j, v)`` (AD-PSGD) → :meth:`perform_pair_average`, called
   by the runner: take j's LOCK word (compare-and-swap), get, average,
   put (:class:`~hpcasync.engines.mpi.pairs.PairWindow`, built when the runner
@@ -160,7 +152,8 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         try:
             if payload == "model":
                 self.slots = slots_class(comm, shared_memory)(comm, self.message_dim, self.in_neighbors,
-                                                              self.out_neighbors, x0=message0, dtype=self.dtype)
+                                                              self.out_neighbors, x0=message0, dtype=self.dtype,
+                                                              defer_closing=True)
                 if comm_delay is None and self.slots.common_x0:
                     # the initial model lies in every out-neighbour's window: "model 0" is pushed
                     self._pushed = message0
@@ -248,6 +241,12 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         t0 = self.clock()
         self.outbox.push_model(v, self.iteration())
         self.comm_s += self.clock() - t0
+
+    def complete_pushes(self) -> None:
+        """Every push so far visible at its targets (a deferred closing word, slots.py): before a
+        barrier after which the neighbours must see this rank's last model."""
+        if self.slots is not None:
+            self.slots.complete()
 
     def _local_models(self) -> np.ndarray:
         if self._latest.shape[0] != len(self.in_neighbors):

@@ -101,6 +101,7 @@ class WorkerOps:
         return models
 
     def _barrier(self) -> None:
+        self.t.complete_pushes()  # what this rank pushed before the barrier is visible after it
         self._wait(self.t.start_barrier())
 
     def _await_deltas(self) -> bool:
