@@ -270,6 +270,24 @@ def test_step_cap_bounds_the_step_of_a_starved_agent() -> None:
         np.testing.assert_allclose(-a.x, expected, rtol=1e-12)
 
 
+def test_an_agent_without_mass_keeps_its_estimate() -> None:
+    """φ_i = 0 (all mass given away, underflowed): z_i stays the last finite estimate (no 0/0), the
+    step applies nothing, and mass arriving later makes z_i = w_i/φ_i again."""
+    topo = build_topology(make_config(algorithm={"name": "agp"}, topology=TVEXP))
+    setup = AgentSetup(rank=0, n=topo.n, x0=np.full(3, 2.0), weights=topo.weights(0),
+                       out_weights=topo.out_weights(0), step=StepSize(0.1), mixing=topo.mixing_period())
+    a = AGP(setup)
+    a.m[:] = 0.0
+    with np.errstate(all="raise"):  # a 0/0 would raise here
+        a.gradient_step(np.ones(3))
+        a.debias()
+    np.testing.assert_array_equal(a.x, 2.0)
+    np.testing.assert_array_equal(a.applied, 0.0)
+    a.m[:3], a.m[3] = 1.5, 0.5
+    a.debias()
+    np.testing.assert_array_equal(a.x, 3.0)
+
+
 # --------------------------------------------------------------------------- configuration
 
 

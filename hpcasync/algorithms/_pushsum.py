@@ -144,8 +144,12 @@ class PushSumAgent(Algorithm):
         axpy(self.applied, a, g)
 
     def debias(self) -> None:
-        """z_i ← w_i / φ_i."""
-        np.divide(self.w, self.m[self.dim], out=self.x)
+        """z_i ← w_i / φ_i, while the agent holds mass: a φ_i that reached 0 (an agent running alone
+        gives its mass away ×p_ii per step, so ~650 steps underflow it; seen on MPI flat out) leaves
+        z_i as it was until mass arrives, instead of 0/0."""
+        phi = self.m[self.dim]
+        if phi > 0.0:
+            np.divide(self.w, phi, out=self.x)
 
     def push_shares(self, t: Transport, r: int) -> None:
         """Send s_j = p_ji(r)·(w_i, φ_i) to each out-neighbour j of round r, keep (w_i, φ_i) − Σ_j s_j.
