@@ -67,7 +67,7 @@ def child(case: str, seconds: float, json_out: Path) -> None:
     wrap(worker.Worker, "_compute", "compute (runner)")
     wrap(windows.ModelSlots, "_fetch_words", "read: word fetches")
     wrap(windows.ModelSlots, "_read_slots", "read (seqlock, total)")
-    for name in ("mix_latest", "latest_models"):
+    for name in ("mix_and_push", "mix_latest", "latest_models"):
         if hasattr(transport.MpiTransport, name):
             wrap(transport.MpiTransport, name, f"transport.{name} (total)")
     for name in ("_mix_zero_copy", "_mix_slots"):
@@ -80,6 +80,9 @@ def child(case: str, seconds: float, json_out: Path) -> None:
     import hpcasync.algorithms.transport as base_transport
     if hasattr(base_transport, "adsgd_step"):
         wrap(base_transport, "adsgd_step", "kernel")
+    from hpcasync.engines.mpi import shared_slots
+
+    wrap(shared_slots.SharedSlots, "mix_publish", "fused kernel (read, mix, publish)")
     wrap(windows.ModelSlots, "publish", "publish (total)")
     wrap(windows.ModelSlots, "_flush", "publish: flushes")
     wrap(outbox.Outbox, "push_model", "outbox.push_model (incl. publish)")
@@ -118,7 +121,10 @@ def summarize(case: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     wall = sum(r["wall_us"] for r in rows) / len(rows)
     top = ["compute (runner)", "after_step (total)", "outbox.push_model (incl. publish)", "outbox.poll",
            "stop check"]
-    mix = next((k for k in ("transport.mix_latest (total)",) if k in us), None)
+    # mix_and_push contains mix_latest and push_model when it does not take the fused path
+    mix = next((k for k in ("transport.mix_and_push (total)", "transport.mix_latest (total)") if k in us), None)
+    if mix == "transport.mix_and_push (total)":
+        top.remove("outbox.push_model (incl. publish)")
     top += [mix] if mix else ["transport.latest_models (total)", "kernel"]
     us["python (rest of the loop)"] = wall - sum(us.get(k, 0.0) for k in top)
     return {"case": case, "wall_us_per_update": wall, "us_per_update": us,

@@ -70,17 +70,17 @@ def _store_words(table, value):
 
 
 @njit(cache=True, fastmath=False, nogil=True)
-def adsgd_mix_publish(x, g, data, words, w_nbrs, w_self, alpha, beta, rows, versions, own_word, table,
-                      opening, closing):
+def adsgd_mix_publish(x, g, data, words, w_nbrs, w_self, alpha, beta, views, table, opening, closing):
     """Alg. 2's step from this rank's slots, then the new x published as model ``closing // 2``.
 
     ``data`` (2·deg, d) and ``words`` (deg,) are this rank's slot buffers and
-    sequence words; ``rows`` and ``versions`` (deg,) receive the row and the
-    model number read from each slot. ``table`` (targets, 3) holds each
-    out-neighbour slot's word, buffer-0 and buffer-1 addresses; ``own_word`` is
-    this rank's copy of its word. ``opening`` (2p+1, p the last model
-    published) is stored into every target's word before the data,
-    ``closing`` (2u) after it; the data goes into buffer u mod 2.
+    sequence words; ``views`` (2, deg) receives the row (``views[0]``) and the
+    model number (``views[1]``) read from each slot. ``table`` (targets, 3)
+    holds each out-neighbour slot's word, buffer-0 and buffer-1 addresses.
+    ``opening`` (2p+1, p the last model published) is stored into every
+    target's word before the data, ``closing`` (2u) after it; the data goes
+    into buffer u mod 2. Few arguments on purpose: each array costs the
+    dispatcher a type check per call.
 
     Returns the number of slots that may have been rewritten during the mix
     (their word moved on by two publications, slots.py ``close_views``). Then
@@ -89,6 +89,10 @@ def adsgd_mix_publish(x, g, data, words, w_nbrs, w_self, alpha, beta, rows, vers
     """
     deg = words.shape[0]
     d = x.shape[0]
+    if views.shape[0] != 2 or views.shape[1] != deg:
+        raise ValueError("views must be (2, deg)")
+    rows = views[0]
+    versions = views[1]
     for k in range(deg):
         v = words[k] // 2
         versions[k] = v
@@ -103,7 +107,6 @@ def adsgd_mix_publish(x, g, data, words, w_nbrs, w_self, alpha, beta, rows, vers
     if torn:
         return torn
     b = (closing // 2) % 2
-    own_word[0] = opening
     _store_words(table, opening)
     fence()  # the opening words before the data
     for p in range(table.shape[0]):
@@ -111,7 +114,6 @@ def adsgd_mix_publish(x, g, data, words, w_nbrs, w_self, alpha, beta, rows, vers
         for i in range(d):
             dst[i] = x[i]
     fence()  # the data before the closing words
-    own_word[0] = closing
     _store_words(table, closing)
     return 0
 
@@ -122,6 +124,5 @@ def warmup(dtype: np.dtype | type = np.float64) -> None:
     data = np.zeros((2, 3), dtype)
     target_words, target_data = np.zeros(1, np.int64), np.zeros((2, 3), dtype)
     table = np.array([[target_words.ctypes.data, target_data[0].ctypes.data, target_data[1].ctypes.data]], np.int64)
-    one = np.zeros(1, np.int64)
-    adsgd_mix_publish(x, g, data, np.zeros(1, np.int64), np.full(1, 0.5), 0.5, 0.1, 1.0, one.copy(), one.copy(),
-                      one.copy(), table, 1, 2)
+    adsgd_mix_publish(x, g, data, np.zeros(1, np.int64), np.full(1, 0.5), 0.5, 0.1, 1.0, np.zeros((2, 1), np.int64),
+                      table, 1, 2)

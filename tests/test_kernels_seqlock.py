@@ -33,17 +33,16 @@ def _setup(d: int, deg: int, targets: int, dtype: type, seed: int = 0):
 def test_mix_equals_the_rows_kernel_and_publishes_model_u(dtype: type, d: int, deg: int, targets: int,
                                                           u: int) -> None:
     data, words, peer_words, peer_data, table, x, g, w = _setup(d, deg, targets, dtype)
-    rows, versions, own = np.zeros(deg, np.int64), np.zeros(deg, np.int64), np.zeros(1, np.int64)
+    views = np.zeros((2, deg), np.int64)
+    rows, versions = views
     expected = x.copy()
     want_rows = np.array([2 * k + (words[k] // 2) % 2 for k in range(deg)], np.int64)
     adsgd_step_rows(expected, g, data, want_rows, w, 0.3, 0.01, 0.9)
     before = [p.copy() for p in peer_data]
-    assert adsgd_mix_publish(x, g, data, words, w, 0.3, 0.01, 0.9, rows, versions, own, table, 2 * u - 1,
-                             2 * u) == 0
+    assert adsgd_mix_publish(x, g, data, words, w, 0.3, 0.01, 0.9, views, table, 2 * u - 1, 2 * u) == 0
     np.testing.assert_array_equal(x, expected)  # bit for bit: the same loop
     np.testing.assert_array_equal(rows, want_rows)
     np.testing.assert_array_equal(versions, words // 2)
-    assert own[0] == 2 * u
     b = u % 2
     for pw, pd, old in zip(peer_words, peer_data, before, strict=True):
         assert pw.tolist() == [0, 2 * u, 0]  # only this writer's word, closed
@@ -59,7 +58,7 @@ def test_a_slot_rewritten_during_the_mix_publishes_nothing() -> None:
 
     d, deg = 20_000, 2  # a mix of ~10 µs: the writer moves the word many times during one
     data, words, peer_words, peer_data, table, x, g, w = _setup(d, deg, 1, np.float64)
-    rows, versions, own = np.zeros(deg, np.int64), np.zeros(deg, np.int64), np.zeros(1, np.int64)
+    views = np.zeros((2, deg), np.int64)
     stop = threading.Event()
 
     def writer() -> None:
@@ -73,7 +72,7 @@ def test_a_slot_rewritten_during_the_mix_publishes_nothing() -> None:
         for _ in range(2000):
             peer_words[0][:] = 0
             peer_data[0][:] = 0.0
-            n = adsgd_mix_publish(x, g, data, words, w, 0.3, 0.0, 1.0, rows, versions, own, table, 1, 2)
+            n = adsgd_mix_publish(x, g, data, words, w, 0.3, 0.0, 1.0, views, table, 1, 2)
             if n:
                 torn += 1
                 assert n == 1  # only slot 0 is written

@@ -254,9 +254,8 @@ class SharedSlots(ModelSlots):
         """
         self.check_open()
         assert self._table is not None
-        torn = adsgd_mix_publish(x, g, self._data, self._own_words, w_nbrs, w_self, alpha, beta,
-                                 self._view_rows, self._view_versions, self._word, self._table,
-                                 2 * self.published + 1, 2 * u)
+        torn = adsgd_mix_publish(x, g, self._data, self._own_words, w_nbrs, w_self, alpha, beta, self._views,
+                                 self._table, 2 * self.published + 1, 2 * u)
         self.reads += len(self._view_rows)
         if torn:
             self.retries += torn
