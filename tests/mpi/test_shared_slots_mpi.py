@@ -110,7 +110,7 @@ def test_hammering_writers_never_tear_a_read(split: int, fenced: bool, defer_clo
             # zero-copy: mix = mean of the neighbours' rows; must equal the mean of their numbers
             data, rows, vs = slots.open_views()
             y = np.zeros(dim)
-            w = np.full(len(nb), 1.0 / len(nb))
+            w = np.full(len(nb), 1.0 / max(len(nb), 1))
             adsgd_step_rows(y, np.zeros(dim), data, rows, w, 0.0, 0.0, 1.0)
             torn = slots.close_views()
             if not torn and not np.allclose(y, float(np.mean(vs)), rtol=0, atol=1e-9):
@@ -161,23 +161,29 @@ def test_single_writer_full_rate(split: int, fenced: bool, monkeypatch: pytest.M
 
 
 @pytest.mark.mpi(min_size=2)
-def test_fused_update_mixes_complete_models(split: int) -> None:
+@pytest.mark.parametrize("graph", ["complete", "chain"])
+def test_fused_update_mixes_complete_models(split: int, graph: str) -> None:
     """ADSGD's update through ``MpiTransport.mix_and_push``, every rank back to back on a complete
     graph (torn views are frequent): on one node one kernel reads, mixes and publishes
     (kernels/seqlock.py), with fake nodes the RMA neighbours make it mix_latest + push_model. Every
     update's x is exactly the mix of the neighbours' models of the numbers it reports, as their
-    writers published them, so no read was torn and no publication lost or mislabelled."""
+    writers published them, so no read was torn and no publication lost or mislabelled. The directed
+    chain 0 → 1 → … has a rank without in-neighbours and one without out-neighbours (the last takes the
+    two-call path: with no out-neighbour it has no published copy to restore x from)."""
     comm = MPI.COMM_WORLD
     r, n = comm.rank, comm.size
     dim, steps = 20_000, 400
-    nb = [j for j in range(n) if j != r]
+    if graph == "complete":
+        nb = out = [j for j in range(n) if j != r]
+    else:
+        nb, out = ([r - 1] if r > 0 else []), ([r + 1] if r < n - 1 else [])
     it = [0]
-    t = MpiTransport(comm, in_neighbors=nb, out_neighbors=nb, x0=np.zeros(dim), payload="model",
+    t = MpiTransport(comm, in_neighbors=nb, out_neighbors=out, x0=np.zeros(dim), payload="model",
                      synchronous=False, iteration=lambda: it[0])
     error = None
     try:
         fused = t.slots.fused
-        w = np.full(len(nb), 1.0 / len(nb))
+        w = np.full(len(nb), 1.0 / max(len(nb), 1))
         g = np.full(dim, -1.0)  # x <- mean of the neighbours + 1: models keep changing
         x = np.zeros(dim)
         t.push_model(x)  # model 0 again (x0): from here on x is "as last pushed"

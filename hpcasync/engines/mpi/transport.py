@@ -307,7 +307,8 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         immediate sends and x as last pushed, one kernel reads the slots, mixes and publishes
         (:meth:`SharedSlots.mix_publish`; kernels/seqlock.py); otherwise mix_latest + push_model."""
         slots = self.slots
-        if x is not self._pushed or not self.outbox.immediate or not getattr(slots, "fused", False):
+        if (x is not self._pushed or not self.outbox.immediate or not self.out_neighbors
+                or not getattr(slots, "fused", False)):  # (no out-neighbour: nothing to restore x from)
             self.mix_latest(x, g, w_nbrs, w_self, alpha, beta)
             self.push_model(x)
             return
