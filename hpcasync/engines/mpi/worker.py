@@ -156,6 +156,7 @@ class Worker(WorkerOps):
     # -- ops ----------------------------------------------------------------------------
     def _sleep_until(self, until: float, check_stop: bool) -> bool:
         """Sleep until ``until`` landing outbox transmissions on time; True if the budget ran out."""
+        self.t.complete_pushes()  # no last model left unannounced while this rank sleeps (slots.py)
         outbox = self.t.outbox
         while True:
             self._signals()

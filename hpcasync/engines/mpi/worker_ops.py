@@ -56,6 +56,7 @@ class WorkerOps:
         def _async_stop(self, now: float, adding: int = 0) -> bool: ...
 
     def _wait(self, reqs: list[MPI.Request]) -> None:
+        self.t.complete_pushes()  # before any wait: a neighbour may be waiting for this rank's last model
         start = self.now()
         sleep = 2e-5
         while not MPI.Request.Testall(reqs):
@@ -101,7 +102,7 @@ class WorkerOps:
         return models
 
     def _barrier(self) -> None:
-        self.t.complete_pushes()  # what this rank pushed before the barrier is visible after it
+        self.t.complete_pushes()  # before entering: what this rank pushed is visible after the barrier
         self._wait(self.t.start_barrier())
 
     def _await_deltas(self) -> bool:
@@ -150,6 +151,7 @@ class WorkerOps:
         (the runner's ``leave`` completes the group)."""
         groups = self.t.groups
         assert groups is not None
+        self.t.complete_pushes()
         start = self.now()
         t0 = time.perf_counter()
         members = groups.request(op.order)
@@ -171,6 +173,7 @@ class WorkerOps:
     def _wait_flooded(self) -> bool:
         """DASGD's staleness bound: poll (short sleeps) until a flooded item waits; False at the budget."""
         assert self.t.flood_channel is not None
+        self.t.complete_pushes()
         start = self.now()
         got = self.t.flood_channel.wait(self._stop_now)
         self.idle_s += self.now() - start
@@ -179,6 +182,7 @@ class WorkerOps:
     def _wait_arrival(self) -> bool:
         """DSGD-AAU's Pathsearch: until a neighbour's model or a flooded item lands; False at the budget."""
         t, slots = self.t, self.t.slots
+        t.complete_pushes()  # Pathsearch: the neighbours may be waiting for this rank's last model
         start = self.now()
         got = wait_arrival(t.flood_channel, slots.newest_numbers if slots is not None else list,
                            t.versions.tolist() if slots is not None else [],
