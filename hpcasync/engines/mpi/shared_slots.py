@@ -231,12 +231,15 @@ class SharedSlots(ModelSlots):
             self._close(2 * u)  # RMA targets: flushed now or by the next publication (defer_closing)
 
         self.published = u
-        nbytes = self.dim * self.dtype.itemsize + 2 * WORD
-        self.messages_sent += len(peers) + len(remote)
-        self.shared_pushes += len(peers)
-        self.rma_ops += 3 * len(remote)
-        self.bytes_sent += (len(peers) + len(remote)) * nbytes
+        self._count(len(peers), len(remote))
         return u
+
+    def _count(self, shared: int, remote: int) -> None:
+        """One publication's counters: ``shared`` plain-store pushes and ``remote`` RMA ones (3 ops each)."""
+        self.messages_sent += shared + remote
+        self.shared_pushes += shared
+        self.rma_ops += 3 * remote
+        self.bytes_sent += (shared + remote) * (self.dim * self.dtype.itemsize + 2 * WORD)
 
     @property
     def fused(self) -> bool:
@@ -261,10 +264,7 @@ class SharedSlots(ModelSlots):
             self.retries += torn
             return False
         self.published = u
-        n = len(self._peers)
-        self.messages_sent += n
-        self.shared_pushes += n
-        self.bytes_sent += n * (self.dim * self.dtype.itemsize + 2 * WORD)
+        self._count(len(self._peers), 0)
         return True
 
     def fetch_published(self, out: np.ndarray) -> int:

@@ -149,6 +149,7 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         self.zero_copy_mixes = 0  # mix_latest steps taken straight from the window
         self.redone_mixes = 0  # ... of which redone because a slot was overwritten meanwhile
         self._fused_x: np.ndarray | None = None  # the x mix_and_push has checked for its kernel
+        self._fusable = False
         try:
             if payload == "model":
                 self.slots = slots_class(comm, shared_memory)(comm, self.message_dim, self.in_neighbors,
@@ -157,6 +158,10 @@ class MpiTransport(Collectives, FloodTransport, Transport):
                 if comm_delay is None and self.slots.common_x0:
                     # the initial model lies in every out-neighbour's window: "model 0" is pushed
                     self._pushed = message0
+                # mix_and_push's one-kernel path: immediate sends, plain-store slots, and some
+                # out-neighbour (a torn view restores x from the copy published there)
+                self._fusable = (comm_delay is None and bool(self.out_neighbors)
+                                 and getattr(self.slots, "fused", False))
             elif payload == "delta":
                 initial = None if delta_target is None else np.array(delta_target, self.dtype)
                 # a delta has the message's length (push-sum: d + 1 or more, Algorithm.initial_message)
@@ -307,8 +312,7 @@ class MpiTransport(Collectives, FloodTransport, Transport):
         immediate sends and x as last pushed, one kernel reads the slots, mixes and publishes
         (:meth:`SharedSlots.mix_publish`; kernels/seqlock.py); otherwise mix_latest + push_model."""
         slots = self.slots
-        if (x is not self._pushed or not self.outbox.immediate or not self.out_neighbors
-                or not getattr(slots, "fused", False)):  # (no out-neighbour: nothing to restore x from)
+        if not self._fusable or x is not self._pushed:
             self.mix_latest(x, g, w_nbrs, w_self, alpha, beta)
             self.push_model(x)
             return
