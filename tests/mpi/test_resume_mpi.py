@@ -270,6 +270,7 @@ def test_parameter_server_resumes_its_model_and_version(dirs, name: str, monitor
     def loop(self: Worker) -> None:  # what the resumed rank starts from, behind the start barrier
         x = np.empty_like(self.agent.x)
         seen["k"], seen["x"], seen["agent_x"] = self.t.read_server(x), x, np.array(self.agent.x)
+        self.world.workers.Barrier()  # no worker steps before every one has read (a fast one would: k + 1)
         real_loop(self)
 
     monkeypatch.setattr(Worker, "loop", loop)

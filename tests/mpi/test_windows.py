@@ -347,6 +347,52 @@ def test_torn_copy_is_detected_and_retried() -> None:
     _all_ok(comm, error)
 
 
+class _BusyWriterSlots(ModelSlots):
+    """A reader whose writer (scripted words, no real one) publishes two models during each of its
+    first three copies and two during every back-off sleep, i.e. whenever the reader is away."""
+
+    word = 2  # model 1 complete
+    fetches = 0
+
+    def _fetch_words(self, slots: list[int], buf: np.ndarray) -> list[int]:
+        self.fetches += 1
+        if self.fetches in (2, 3, 4):  # the word after each of the first three copies
+            self.word += 4
+        return [self.word] * len(slots)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_read_after_backing_off_starts_from_a_fresh_word(monkeypatch) -> None:
+    """After a back-off sleep the reader fetches the word again: the one from before the sleep would make
+    every later copy look torn while the writer keeps publishing (a livelock, seen with a writer that
+    publishes every ~5 µs)."""
+    import hpcasync.engines.mpi.slots as slots_mod
+
+    comm = MPI.COMM_WORLD
+    r = comm.rank
+    in_nb, out_nb = ([0], []) if r == 1 else ([], [1] if r == 0 else [])
+    error = None
+    with _BusyWriterSlots(comm, 10, in_nb, out_nb) as slots:
+        if r == 1:
+            sleeps = []
+
+            def sleep(seconds: float) -> None:
+                sleeps.append(seconds)
+                if len(sleeps) > 20:
+                    raise RuntimeError("still torn after 20 back-offs")
+                slots.word += 4  # the writer published two models meanwhile
+
+            monkeypatch.setattr(slots_mod.time, "sleep", sleep)
+            try:
+                v = slots.read(0, np.empty(10))
+                if v != slots.word // 2 or len(sleeps) != 1:
+                    error = f"read model {v} (word {slots.word}) after {len(sleeps)} back-offs"
+            except RuntimeError as exc:
+                error = str(exc)
+        comm.Barrier()
+    _all_ok(comm, error)
+
+
 # -- zero-copy reads (open_views / close_views) ---------------------------------------------
 
 

@@ -105,10 +105,9 @@ class Board(Epoch):
         self.check_open()
         words = np.zeros(len(ranks), np.int64)
         win = self._words_win
-        for r, j in enumerate(ranks):
-            win.Get_accumulate([self._dummy, 1, _W], [words[r:r + 1], 1, _W], j, target=(STALE, 1, _W),
-                               op=MPI.NO_OP)
-        win.Flush_all()
+        MPI.Request.Waitall([win.Rget_accumulate([self._dummy, 1, _W], [words[r:r + 1], 1, _W], j,
+                                                 target=(STALE, 1, _W), op=MPI.NO_OP)
+                             for r, j in enumerate(ranks)])
         out[:] = words.view(np.float64)
         return out
 
@@ -118,7 +117,7 @@ class Board(Epoch):
         self._words[WORDS:WORDS + self.clock_len] = clock
 
     def read_clocks(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
-        """``out[r] ←`` the vector clock of ``ranks[r]`` (``out``: (len(ranks), clock_len) int64; one flush).
+        """``out[r] ←`` the vector clock of ``ranks[r]`` (``out``: (len(ranks), clock_len) int64).
 
         Each word is read atomically, the vector as a whole is not: a clock
         that moves meanwhile is seen partly before and partly after, which
@@ -126,19 +125,19 @@ class Board(Epoch):
         self.check_open()
         win, k = self._words_win, self.clock_len
         dummy = np.zeros(k, np.int64)
-        for r, j in enumerate(ranks):
-            win.Get_accumulate([dummy, k, _W], [out[r], k, _W], j, target=(WORDS, k, _W), op=MPI.NO_OP)
-        win.Flush_all()
+        MPI.Request.Waitall([win.Rget_accumulate([dummy, k, _W], [out[r], k, _W], j, target=(WORDS, k, _W),
+                                                 op=MPI.NO_OP)
+                             for r, j in enumerate(ranks)])
         return out
 
     def read_iterations(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
-        """``out[r] ←`` update count of ``ranks[r]`` (atomic remote reads, one flush)."""
+        """``out[r] ←`` update count of ``ranks[r]`` (atomic remote reads, completed by their requests:
+        :mod:`.epoch`, "Reads")."""
         self.check_open()
         win = self._words_win
-        for r, j in enumerate(ranks):
-            win.Get_accumulate([self._dummy, 1, _W], [out[r:r + 1], 1, _W], j, target=(ITER, 1, _W),
-                               op=MPI.NO_OP)
-        win.Flush_all()
+        MPI.Request.Waitall([win.Rget_accumulate([self._dummy, 1, _W], [out[r:r + 1], 1, _W], j,
+                                                 target=(ITER, 1, _W), op=MPI.NO_OP)
+                             for r, j in enumerate(ranks)])
         return out
 
     def add_total(self, k: int) -> int:
@@ -166,8 +165,8 @@ class Board(Epoch):
 
     def _fetch(self, j: int, index: int) -> int:
         win = self._words_win
-        win.Fetch_and_op([self._dummy, 1, _W], [self._res, 1, _W], j, index, MPI.NO_OP)
-        win.Flush(j)
+        win.Rget_accumulate([self._dummy, 1, _W], [self._res, 1, _W], j, target=(index, 1, _W),
+                            op=MPI.NO_OP).Wait()
         return int(self._res[0])
 
     def read_model(self, j: int, out: np.ndarray) -> int:
@@ -181,8 +180,7 @@ class Board(Epoch):
         w1 = self._fetch(j, SEQ)
         while True:
             d = w1 // 2
-            self._data_win.Get([out, self.dim, self._T], j, target=((d % 2) * self.dim, self.dim, self._T))
-            self._data_win.Flush(j)
+            self._data_win.Rget([out, self.dim, self._T], j, target=((d % 2) * self.dim, self.dim, self._T)).Wait()
             w2 = self._fetch(j, SEQ)
             if w2 < 2 * d + 3:
                 return d
@@ -190,4 +188,5 @@ class Board(Epoch):
             attempt += 1
             w1 = w2
             if attempt > 2:
-                time.sleep(min(1e-5 * 2 ** (attempt - 2), 1e-3))
+                time.sleep(min(1e-5 * 2 ** min(attempt - 2, 10), 1e-3))
+                w1 = self._fetch(j, SEQ)  # not w2: see ModelSlots._read_slots (a livelock otherwise)

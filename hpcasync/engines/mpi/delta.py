@@ -141,15 +141,13 @@ class DeltaAccumulator(Epoch):
         """
         self.check_open()
         self._check_target(out, "out")
-        win = self._win
-        win.Get_accumulate(
+        self._win.Rget_accumulate(  # a read: completed by its request (epoch.py, "Reads")
             [self._zeros, self.dim, self._T],  # ignored by NO_OP
             [out, self.dim, self._T],
             self.rank,
             target=(0, self.dim, self._T),
             op=MPI.NO_OP,
-        )
-        win.Flush(self.rank)
+        ).Wait()
         self.drains += 1
 
     def _check_target(self, a: np.ndarray, name: str) -> None:

@@ -186,8 +186,8 @@ class ServerWindow(Epoch):
         d, D = self.dim, self._D
         while True:
             s = self._even_seq(win)
-            win.Get_accumulate([self._neg, d, D], [out, d, D], self.host, target=(1, d, D), op=MPI.NO_OP)
-            win.Flush(self.host)
+            win.Rget_accumulate([self._neg, d, D], [out, d, D], self.host, target=(1, d, D),
+                                op=MPI.NO_OP).Wait()  # a read (epoch.py, "Reads")
             if self._fetch(win, MPI.NO_OP) == s:
                 return s // 2
             self._back_off(0.0)

@@ -35,6 +35,11 @@ _BACKOFF_MAX_S = 1e-3
 ATOMIC_WORD_READS = False
 
 
+def _back_off_s(attempt: int) -> float:
+    """The sleep before retry ``attempt`` of a torn copy: doubling from 20 µs up to 1 ms."""
+    return min(_BACKOFF_START_S * 2 ** min(attempt - _IMMEDIATE_RETRIES, 10), _BACKOFF_MAX_S)
+
+
 class ModelSlots(Epoch):
     """Double-buffered model slots with a seqlock per in-neighbour (docs/design.md §5.1).
 
@@ -310,9 +315,13 @@ class ModelSlots(Epoch):
             self.retries += len(torn)
             attempt += 1
             todo = torn
-            w1 = w2
             if attempt > _IMMEDIATE_RETRIES:
-                time.sleep(min(_BACKOFF_START_S * 2 ** (attempt - _IMMEDIATE_RETRIES), _BACKOFF_MAX_S))
+                time.sleep(_back_off_s(attempt))
+                # Not w2: a writer that published twice during the sleep would make every copy taken
+                # after it look torn against a word from before it (a livelock; test_windows.py).
+                w1 = self._fetch_words(slots, self._w1)
+            else:
+                w1 = w2
 
     def _fetch_words(self, slots: list[int], buf: np.ndarray) -> list[int]:
         """The sequence words of ``slots`` (contiguous) in this rank's own window, read atomically.
@@ -406,8 +415,7 @@ class ModelSlots(Epoch):
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
         j, target = self._data_targets[self.published % 2][0]
-        self._data_win.Get([out, self.dim, self._T], j, target=target)
-        self._data_win.Flush(j)
+        self._data_win.Rget([out, self.dim, self._T], j, target=target).Wait()  # a read (epoch.py, "Reads")
         return self.published
 
     # -- helpers ------------------------------------------------------------------------
