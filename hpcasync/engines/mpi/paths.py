@@ -37,8 +37,9 @@ class NumberedSlots(ModelSlots):
 
     def next_number(self, number: int) -> int:
         """The number :meth:`publish_as` gives model ``number``: above the last, of the other parity."""
-        number = max(int(number), self.published + 1)
-        return number - 1 if (number - self.published) % 2 == 0 else number
+        last = self.published  # comparisons, not max(int(…)): this runs once per update
+        number = number if number > last else last + 1
+        return number - 1 if (number - last) % 2 == 0 else number
 
 
 class NumberedSharedSlots(NumberedSlots, SharedSlots):

@@ -255,10 +255,11 @@ class SharedSlots(ModelSlots):
         checks). Returns False when a slot may have been rewritten during the mix: x is then void
         and nothing was published (restore x, redo the step from copies, publish).
         """
-        self.check_open()
-        assert self._table is not None
+        table = self._table
+        if table is None:  # freed, or slots with an RMA writer: its addresses must never be used
+            raise RuntimeError("SharedSlots.mix_publish: not fused, or used after free()")
         torn = adsgd_mix_publish(x, g, self._data, self._own_words, w_nbrs, w_self, alpha, beta, self._views,
-                                 self._table, 2 * self.published + 1, 2 * u)
+                                 table, 2 * self.published + 1, 2 * u)
         self.reads += len(self._view_rows)
         if torn:
             self.retries += torn

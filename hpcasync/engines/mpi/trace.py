@@ -41,7 +41,7 @@ class Trace:
         self.pending_send_s = 0.0  # measured send time of the current step (immediate sends)
 
     def add_compute(self, seconds: float) -> None:
-        self.compute.append(max(float(seconds), 0.0))
+        self.compute.append(seconds if seconds > 0.0 else 0.0)  # once per update: no max(float(…))
 
     def add_comm(self, seconds: float) -> None:
         self.comm.append(max(float(seconds), 0.0))

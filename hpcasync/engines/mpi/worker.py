@@ -183,7 +183,8 @@ class Worker(WorkerOps):
         comm0 = self.t.comm_s
         with progress_mod.computing():  # no MPI call: the progress thread may poll meanwhile
             g, loss = self.oracle.gradient(x)
-        self.gradient_s += self.now() - start
+        end = self.now()
+        self.gradient_s += end - start
         stopped = False
         if self.delays_on:
             sample = self.delays.compute(self.rank)
@@ -197,7 +198,8 @@ class Worker(WorkerOps):
                 self._pad_debt = min(max(self.now() - padded, 0.0), sample * self.unit)
             else:
                 self._pad_debt = max(self._pad_debt - max(target - self.now(), 0.0), 0.0)
-        self.compute_s += self.now() - start - (self.t.comm_s - comm0)
+            end = self.now()
+        self.compute_s += end - start - (self.t.comm_s - comm0)
         if stopped:
             return None
         self.gradients += 1
@@ -281,19 +283,24 @@ class Worker(WorkerOps):
     def loop(self) -> None:
         gen = self.agent.run(self.t)
         value: Any = None
+        # loop invariants, bound once: the loop's own Python is a fixed cost of every update
+        clock, t, trace, outbox = time.perf_counter, self.t, self.trace, self.t.outbox
+        queued_sends = not outbox.immediate  # a delay model queues sends: land them after every step
         try:
             while True:
                 self._signals()
-                t_step = time.perf_counter()
-                comm0 = self.t.comm_s
+                t_step = clock()
+                comm0 = t.comm_s
                 op = self._send(gen, value)
-                self.mix_s += time.perf_counter() - t_step - (self.t.comm_s - comm0)
-                now = self.now()
+                t_end = clock()
+                self.mix_s += t_end - t_step - (t.comm_s - comm0)
+                now = t_end - self.t0
                 if self._cycle is not None:  # the gradient's step is over: its busy time, for replay
-                    self.trace.add_compute(now - self._cycle[0] - (self.idle_s - self._cycle[1]))
+                    trace.add_compute(now - self._cycle[0] - (self.idle_s - self._cycle[1]))
                     self._cycle = None
-                self.trace.end_step()
-                self.t.outbox.poll(now + self.t0)
+                trace.end_step()
+                if queued_sends:
+                    outbox.poll(now + self.t0)
                 self._after_step(now)
                 kind = type(op)
                 if kind is Compute:
