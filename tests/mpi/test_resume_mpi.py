@@ -193,6 +193,7 @@ def test_async_resume_starts_from_the_checkpointed_windows(dirs, name: str, monk
         seen["x"] = np.array(self.agent.x)
         if self.t.slots is not None:
             seen["slots"] = self.t.latest_models().copy()
+        self.world.workers.Barrier()  # no neighbour publishes (or averages into x) before every one has read
         real_loop(self)
 
     monkeypatch.setattr(Worker, "loop", loop)
