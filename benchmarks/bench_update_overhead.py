@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -106,8 +107,13 @@ def main() -> None:
     os.environ.pop("PYTHONPATH", None)
     median = {v: {k: statistics.median(j[k] for j in js) for k in KEYS} for v, js in jobs.items()}
     print(table([{"variant": v, "jobs": len(jobs[v]), **m} for v, m in median.items()], ["variant", "jobs", *KEYS]))
+    commit = None
+    if a.before is not None:  # which code "before" was, if DIR is a git checkout
+        git = subprocess.run(["git", "-C", str(a.before), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True)
+        commit = git.stdout.strip() or None
     path = save("update_overhead", {"ranks": a.ranks, "seconds": a.seconds, "repeat": a.repeat, "before": variants.get(
-        "before"), "runs": commands, "jobs": jobs, "median": median}, a.out)
+        "before"), "before_commit": commit, "runs": commands, "jobs": jobs, "median": median}, a.out)
     print(f"wrote {path}")
 
 
