@@ -27,3 +27,8 @@ $HP sweep $D/mlp.toml --no-report
 $HP sweep $D/mlp_adpsgd.toml --no-report
 $PY $D/analyze.py runs/dsgd-aau-2023-mlp --out docs/figures --name dsgd_aau_2023_mlp --at 100 --loss-at 500 --target 0.5
 rm -f docs/figures/dsgd_aau_2023_mlp_loss_iter.png docs/figures/dsgd_aau_2023_mlp_speedup.png
+# ResNet-18 (torch) instead of softmax regression, alpha = 0.1, 32 workers, 200 units, one run at a time (~11 GB each):
+$HP sweep $D/resnet18.toml --no-report
+$HP sweep $D/resnet18_adpsgd.toml --no-report
+$PY $D/analyze.py runs/dsgd-aau-2023-resnet18 --out docs/figures --name dsgd_aau_2023_resnet18 --at 100 --loss-at 200 --target 1.0 --plot-n 32
+rm -f docs/figures/dsgd_aau_2023_resnet18_loss_iter.png docs/figures/dsgd_aau_2023_resnet18_speedup.png
