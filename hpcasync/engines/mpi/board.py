@@ -33,7 +33,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync.engines.mpi.dtypes import model_dtype, mpi_type
-from hpcasync.engines.mpi.epoch import Epoch
+from hpcasync.engines.mpi.epoch import IMMEDIATE_RETRIES, Epoch, back_off_s
 
 SEQ, ITER, TOTAL, STALE = 0, 1, 2, 3
 WORDS = 4
@@ -102,13 +102,8 @@ class Board(Epoch):
 
     def read_staleness(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
         """``out[r] ←`` the staleness ``ranks[r]`` last recorded (float64; NaN before its first)."""
-        self.check_open()
-        words = np.zeros(len(ranks), np.int64)
-        win = self._words_win
-        MPI.Request.Waitall([win.Rget_accumulate([self._dummy, 1, _W], [words[r:r + 1], 1, _W], j,
-                                                 target=(STALE, 1, _W), op=MPI.NO_OP)
-                             for r, j in enumerate(ranks)])
-        out[:] = words.view(np.float64)
+        words = self._read_words(ranks, STALE, np.zeros((len(ranks), 1), np.int64))
+        out[:] = words.view(np.float64)[:, 0]
         return out
 
     def set_clock(self, clock: np.ndarray) -> None:
@@ -122,23 +117,23 @@ class Board(Epoch):
         Each word is read atomically, the vector as a whole is not: a clock
         that moves meanwhile is seen partly before and partly after, which
         is as good as any instant for a staleness statistic."""
-        self.check_open()
-        win, k = self._words_win, self.clock_len
-        dummy = np.zeros(k, np.int64)
-        MPI.Request.Waitall([win.Rget_accumulate([dummy, k, _W], [out[r], k, _W], j, target=(WORDS, k, _W),
-                                                 op=MPI.NO_OP)
-                             for r, j in enumerate(ranks)])
-        return out
+        return self._read_words(ranks, WORDS, out)
 
     def read_iterations(self, ranks: Sequence[int], out: np.ndarray) -> np.ndarray:
-        """``out[r] ←`` update count of ``ranks[r]`` (atomic remote reads, completed by their requests:
-        :mod:`.epoch`, "Reads")."""
-        self.check_open()
-        win = self._words_win
-        MPI.Request.Waitall([win.Rget_accumulate([self._dummy, 1, _W], [out[r:r + 1], 1, _W], j,
-                                                 target=(ITER, 1, _W), op=MPI.NO_OP)
-                             for r, j in enumerate(ranks)])
+        """``out[r] ←`` update count of ``ranks[r]``."""
+        self._read_words(ranks, ITER, out[:, None])  # a view: the counts land in out
         return out
+
+    def _read_words(self, ranks: Sequence[int], index: int, rows: np.ndarray) -> np.ndarray:
+        """``rows[r] ←`` the ``rows.shape[1]`` words of ``ranks[r]`` from word ``index`` on, each read
+        atomically (``Rget_accumulate(NO_OP)``, completed by the requests: :mod:`.epoch`, "Reads")."""
+        self.check_open()
+        k = rows.shape[1]
+        dummy = self._dummy if k == 1 else np.zeros(k, np.int64)
+        MPI.Request.Waitall([self._words_win.Rget_accumulate([dummy, k, _W], [rows[r], k, _W], j,
+                                                             target=(index, k, _W), op=MPI.NO_OP)
+                             for r, j in enumerate(ranks)])
+        return rows
 
     def add_total(self, k: int) -> int:
         """Add ``k`` gradients to the job-wide counter on rank 0; returns the new total."""
@@ -187,6 +182,6 @@ class Board(Epoch):
             self.retries += 1
             attempt += 1
             w1 = w2
-            if attempt > 2:
-                time.sleep(min(1e-5 * 2 ** min(attempt - 2, 10), 1e-3))
+            if attempt > IMMEDIATE_RETRIES:
+                time.sleep(back_off_s(attempt))
                 w1 = self._fetch(j, SEQ)  # not w2: see ModelSlots._read_slots (a livelock otherwise)

@@ -37,9 +37,17 @@ from typing import Self
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["WORD", "Epoch", "check_ranks", "window_info"]
+__all__ = ["IMMEDIATE_RETRIES", "WORD", "Epoch", "back_off_s", "check_ranks", "window_info"]
 
 WORD = 8  # bytes in an int64 sequence word (data windows take the model dtype's itemsize as unit)
+
+#: a torn seqlock copy (slots.py, board.py) is retried at once this many times, then after back_off_s
+IMMEDIATE_RETRIES = 2
+
+
+def back_off_s(attempt: int) -> float:
+    """The sleep before retry ``attempt`` (> IMMEDIATE_RETRIES) of a torn copy: doubling from 20 µs to 1 ms."""
+    return min(1e-5 * 2 ** min(attempt - IMMEDIATE_RETRIES, 10), 1e-3)
 
 
 def check_ranks(ranks: Sequence[int], size: int, me: int, name: str) -> str | None:

@@ -17,7 +17,7 @@ import numpy as np
 from mpi4py import MPI
 
 from hpcasync.engines.mpi.dtypes import model_dtype, mpi_type
-from hpcasync.engines.mpi.epoch import WORD, Epoch, check_ranks
+from hpcasync.engines.mpi.epoch import IMMEDIATE_RETRIES, WORD, Epoch, back_off_s, check_ranks
 from hpcasync.engines.mpi.world import agree
 
 __all__ = ["ATOMIC_WORD_READS", "ModelSlots"]
@@ -25,19 +25,11 @@ __all__ = ["ATOMIC_WORD_READS", "ModelSlots"]
 # Retry backoff of a seqlock reader: the first retries are immediate (the
 # writer usually finished long ago), later ones sleep so that a reader never
 # spins on MPI calls against a writer that publishes faster than it copies.
-_IMMEDIATE_RETRIES = 2
-_BACKOFF_START_S = 1e-5
-_BACKOFF_MAX_S = 1e-3
 
 #: Default of ``ModelSlots(atomic_words=...)``: read the sequence words of this
 #: rank's own slots with MPI atomics (``Get_accumulate(NO_OP)`` + ``Flush``)
 #: instead of plain loads after ``Win.Sync``. See :class:`ModelSlots`.
 ATOMIC_WORD_READS = False
-
-
-def _back_off_s(attempt: int) -> float:
-    """The sleep before retry ``attempt`` of a torn copy: doubling from 20 µs up to 1 ms."""
-    return min(_BACKOFF_START_S * 2 ** min(attempt - _IMMEDIATE_RETRIES, 10), _BACKOFF_MAX_S)
 
 
 class ModelSlots(Epoch):
@@ -315,8 +307,8 @@ class ModelSlots(Epoch):
             self.retries += len(torn)
             attempt += 1
             todo = torn
-            if attempt > _IMMEDIATE_RETRIES:
-                time.sleep(_back_off_s(attempt))
+            if attempt > IMMEDIATE_RETRIES:
+                time.sleep(back_off_s(attempt))
                 # Not w2: a writer that published twice during the sleep would make every copy taken
                 # after it look torn against a word from before it (a livelock; test_windows.py).
                 w1 = self._fetch_words(slots, self._w1)
